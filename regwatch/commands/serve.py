@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+
+from regwatch.collectors import build_jobs, factories
+from regwatch.commands.common import load_or_exit
+from regwatch.config import split_listen
+
+log = logging.getLogger("regwatch.serve")
+
+
+def _listen(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter("must be HOST:PORT, e.g. 127.0.0.1:9732 or :9732")
+    return value
+
+
+def _collector_options(fn):  # noqa: ANN001, ANN202 - decorator
+    for name, factory in sorted(factories().items(), reverse=True):
+        fn = click.option(
+            f"--collector.{name}/--no-collector.{name}", f"collector_{name}", default=None,
+            help=f"{factory.help} (default: {'enabled' if factory.default_enabled else 'disabled'})")(fn)
+    return fn
+
+
+@click.command("serve")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="The regwatch config file (YAML).")
+@click.option("--listen", callback=_listen, help="HOST:PORT to serve on; overrides the config's listen.")
+@_collector_options
+def serve(config_path: str, listen: str | None, **switches: bool | None) -> None:
+    """Run every configured collector in the background and serve /metrics, /healthz and /readyz."""
+    from regwatch.runner import Runner
+    from regwatch.server import MetricsServer
+
+    config = load_or_exit(config_path)
+    enabled = {key.removeprefix("collector_"): value for key, value in switches.items()}
+    jobs = build_jobs(config, enabled)
+    host, port = split_listen(listen or config.listen)
+    runner = Runner(jobs)
+    try:
+        server = MetricsServer(runner, host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --listen") from None
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    runner.start()
+    bound_host, bound_port = server.address
+    log.info("serving", extra={"address": f"http://{bound_host}:{bound_port}/metrics", "jobs": len(jobs)})
+    stop.wait()
+    log.info("stopping")
+    server.stop()
+    runner.stop(timeout=1.0)

@@ -1,0 +1,262 @@
+"""Runs every job in the background and keeps the latest finished snapshot of each.
+
+Each job has its own thread and schedule, so a slow or dead target delays nobody else.
+A run happens in a worker thread that the job's thread waits on for at most the job's
+timeout: past that the run counts as failed (its late result is thrown away) and the next
+run waits until the stuck one has finished, so runs of one job never overlap.
+
+A scrape never collects: after every finished run the exposition is rendered once into
+bytes, and ``/metrics`` serves those bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import platform
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as om
+from prometheus_client.process_collector import ProcessCollector
+
+from regwatch import __version__
+from regwatch.collectors import Job
+
+log = logging.getLogger("regwatch.runner")
+
+
+@dataclass
+class JobState:
+    families: list[Metric] = field(default_factory=list)
+    success: bool | None = None
+    duration: float = 0.0
+    last_success: float | None = None
+    last_error: str = ""
+    runs: int = 0
+
+
+class _Families:
+    """A prometheus_client collector over a fixed list of families."""
+
+    def __init__(self, families: list[Metric]):
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+@dataclass
+class Exposition:
+    text: bytes = b""
+    text_gzip: bytes | None = None
+    openmetrics: bytes | None = None
+
+
+class Runner:
+    def __init__(self, jobs: list[Job], static: Iterable[Metric] = ()):
+        self.jobs = jobs
+        self.states: dict[tuple[str, str], JobState] = {job.key: JobState() for job in jobs}
+        if len(self.states) != len(jobs):
+            raise ValueError("two jobs share a target name and collector")
+        self._static = list(static) + [_build_info()]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._render_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._exposition = Exposition()
+        self._process = CollectorRegistry()
+        ProcessCollector(registry=self._process)
+        self._render()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        for job in self.jobs:
+            thread = threading.Thread(target=self._loop, args=(job,), name=f"job-{job.target}-{job.collector.name}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for job in self.jobs:
+            try:
+                job.collector.close()
+            except Exception:  # noqa: BLE001 - closing must not stop the shutdown
+                pass
+
+    @property
+    def ready(self) -> bool:
+        with self._lock:
+            return all(state.runs > 0 for state in self.states.values())
+
+    def pending(self) -> list[str]:
+        with self._lock:
+            return [f"{t}/{c}" for (t, c), state in self.states.items() if state.runs == 0]
+
+    # ------------------------------------------------------------------ running
+
+    def _loop(self, job: Job) -> None:
+        worker: threading.Thread | None = None
+        next_run = time.monotonic()
+        while not self._stop.wait(max(0.0, next_run - time.monotonic())):
+            started = time.monotonic()
+            if worker is not None and worker.is_alive():
+                self._record(job, None, time.monotonic() - started,
+                             f"the previous collection is still running after {job.timeout:g}s timeout; skipped")
+            else:
+                worker = self.run_once(job)
+            next_run = max(next_run + job.interval, time.monotonic() + min(job.interval, 1.0))
+
+    def run_once(self, job: Job) -> threading.Thread:
+        """Run ``job`` once (waiting at most its timeout) and record the result; returns the worker thread."""
+        box: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                box["families"] = list(job.collector.collect())
+            except BaseException as exc:  # noqa: BLE001 - the framework owns failure
+                box["error"] = exc
+
+        started = time.monotonic()
+        worker = threading.Thread(target=work, name=f"collect-{job.target}-{job.collector.name}", daemon=True)
+        worker.start()
+        worker.join(job.timeout)
+        duration = time.monotonic() - started
+        if worker.is_alive():
+            self._record(job, None, duration, f"timed out after {job.timeout:g}s")
+        elif "error" in box:
+            exc = box["error"]
+            self._record(job, None, duration, _describe_error(exc))
+        else:
+            self._record(job, box["families"], duration, "")  # type: ignore[arg-type]
+        return worker
+
+    def _record(self, job: Job, families: list[Metric] | None, duration: float, error: str) -> None:
+        with self._lock:
+            state = self.states[job.key]
+            state.runs += 1
+            state.duration = duration
+            if families is None:
+                state.success = False
+                state.last_error = error
+                state.families = []
+            else:
+                state.success = True
+                state.last_error = ""
+                state.families = families
+                state.last_success = time.time()
+        if families is None:
+            log.warning("collector failed", extra={"target": job.target, "collector": job.collector.name,
+                                                   "duration_seconds": round(duration, 3), "err": error})
+        else:
+            log.debug("collector succeeded", extra={"target": job.target, "collector": job.collector.name,
+                                                    "duration_seconds": round(duration, 3)})
+        self._render()
+
+    # ------------------------------------------------------------------ exposition
+
+    def _self_metrics(self) -> list[Metric]:
+        up = GaugeMetricFamily("regwatch_target_up",
+                               "1 if the target's API answered the last collection (its primary collector succeeded).",
+                               labels=["target", "kind"])
+        success = GaugeMetricFamily("regwatch_collector_success",
+                                    "1 if the collector's last background run succeeded.",
+                                    labels=["target", "collector"])
+        duration = GaugeMetricFamily("regwatch_collector_duration_seconds",
+                                     "Duration of the collector's last background run.",
+                                     labels=["target", "collector"])
+        last = GaugeMetricFamily("regwatch_collector_last_success_timestamp_seconds",
+                                 "Unix time of the collector's last successful run; its metrics date from then.",
+                                 labels=["target", "collector"])
+        for job in self.jobs:
+            state = self.states[job.key]
+            labels = [job.target, job.collector.name]
+            if state.runs == 0:
+                continue
+            success.add_metric(labels, 1.0 if state.success else 0.0)
+            duration.add_metric(labels, state.duration)
+            if state.last_success is not None:
+                last.add_metric(labels, state.last_success)
+            if job.kind is not None:
+                up.add_metric([job.target, job.kind], 1.0 if state.success else 0.0)
+        return [up, success, duration, last]
+
+    def _merged(self) -> list[Metric]:
+        merged: dict[str, Metric] = {}
+        with self._lock:
+            families = [f for state in self.states.values() for f in state.families] + self._self_metrics()
+        for family in self._static + families:
+            into = merged.get(family.name)
+            if into is None:
+                into = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+            into.samples.extend(family.samples)
+        return list(merged.values())
+
+    def _render(self) -> None:
+        with self._render_lock:
+            registry = CollectorRegistry()
+            registry.register(_Families(self._merged()))
+            text = generate_latest(registry)
+            self._exposition = Exposition(text=text)
+            self._registry = registry
+
+    def exposition(self, openmetrics: bool = False, gzipped: bool = False) -> bytes:
+        """The latest rendered snapshot plus the live process metrics."""
+        expo = self._exposition
+        if openmetrics:
+            if expo.openmetrics is None:
+                body = om.generate_latest(self._registry)
+                expo.openmetrics = body[: -len(b"# EOF\n")] if body.endswith(b"# EOF\n") else body
+            process = om.generate_latest(self._process)
+            return expo.openmetrics + process
+        process = generate_latest(self._process)
+        if not gzipped:
+            return expo.text + process
+        if expo.text_gzip is None:
+            expo.text_gzip = gzip.compress(expo.text, compresslevel=6)
+        # Concatenated gzip members form one valid gzip stream (RFC 1952), so only the small live part
+        # is compressed per scrape.
+        return expo.text_gzip + gzip.compress(process, compresslevel=1)
+
+    def status(self) -> list[dict]:
+        """Per-job state for the landing page."""
+        with self._lock:
+            return [
+                {"target": job.target, "collector": job.collector.name, "runs": self.states[job.key].runs,
+                 "success": self.states[job.key].success, "duration_seconds": round(self.states[job.key].duration, 3),
+                 "last_success": self.states[job.key].last_success, "last_error": self.states[job.key].last_error}
+                for job in self.jobs
+            ]
+
+
+def _build_info() -> Metric:
+    info = GaugeMetricFamily("regwatch_build_info", "regwatch's version; always 1.",
+                             labels=["version", "python_version"])
+    info.add_metric([__version__, platform.python_version()], 1.0)
+    return info
+
+
+def _describe_error(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    if type(exc).__module__.startswith("regwatch") or isinstance(exc, OSError):
+        return text
+    return f"{exc.__class__.__name__}: {text}"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
