@@ -1,0 +1,125 @@
+"""Shared fixtures: real registries on free loopback ports, temp configs, a serve process.
+
+Every server a test starts listens on 127.0.0.1 only and is stopped when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from regwatch.client import RegistryClient
+from regwatch.localregistry import LocalRegistry, free_port, wait_for_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def make_registry(tmp_path):
+    """Factory: ``make_registry(users={...}, proxy=..., ...)`` starts a real docker-registry."""
+    started: list[LocalRegistry] = []
+
+    def make(**kwargs) -> LocalRegistry:
+        reg = LocalRegistry(tmp_path / f"registry{len(started)}", **kwargs)
+        started.append(reg)
+        return reg.start()
+
+    yield make
+    for reg in started:
+        reg.stop()
+
+
+@pytest.fixture
+def registry(make_registry):
+    """A real registry with htpasswd auth: user ``alice`` / ``alice-secret``."""
+    reg = make_registry(users={"alice": "alice-secret"})
+    reg.username, reg.password = "alice", "alice-secret"
+    return reg
+
+
+@pytest.fixture
+def registry_client(registry):
+    with RegistryClient(registry.url, username="alice", password="alice-secret") as client:
+        yield client
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a config dict (or raw YAML text) to a file and return its path."""
+    count = [0]
+
+    def write(data, name: str | None = None) -> Path:
+        count[0] += 1
+        path = tmp_path / (name or f"config{count[0]}.yml")
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+        return path
+
+    return write
+
+
+def regwatch_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "regwatch", *args]
+
+
+class ServeProcess:
+    """``regwatch serve`` as a real subprocess on a free port."""
+
+    def __init__(self, config: Path, *extra: str, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            regwatch_cmd("serve", "--config", str(config), "--listen", f"127.0.0.1:{self.port}", *extra),
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if not wait_for_port("127.0.0.1", self.port, 20, self.proc):
+            raise RuntimeError(f"regwatch serve did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        return requests.get(self.url + "/metrics", timeout=5).text
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if requests.get(self.url + "/readyz", timeout=5).status_code == 200:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"serve not ready after {timeout}s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> float:
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return time.monotonic() - started
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Factory: ``serve(config_path, *extra_args)`` starts ``regwatch serve``; stopped after the test."""
+    procs: list[ServeProcess] = []
+
+    def start(config: Path, *extra: str) -> ServeProcess:
+        proc = ServeProcess(config, *extra, log_path=tmp_path / f"serve{len(procs)}.log")
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()
