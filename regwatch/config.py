@@ -274,17 +274,45 @@ def _message(err: dict) -> str:
     return msg.replace("Input should be", "must be")
 
 
-def _semantic_checks(config: Config) -> list[Problem]:
+def _duplicate_names(data: dict) -> list[Problem]:
     problems: list[Problem] = []
-    for section, items in (("targets", config.targets), ("storage", config.storage), ("auth_logs", config.auth_logs)):
+    for section in ("targets", "storage", "auth_logs"):
+        items = data.get(section)
+        if not isinstance(items, list):
+            continue
         first: dict[str, int] = {}
         for i, item in enumerate(items):
-            if item.name in first:
-                problems.append(
-                    Problem(f"{section}[{i}].name", f"duplicate name {item.name!r} (also {section}[{first[item.name]}])")
-                )
+            name = item.get("name") if isinstance(item, dict) else None
+            if not isinstance(name, str):
+                continue
+            if name in first:
+                problems.append(Problem(f"{section}[{i}].name", f"duplicate name {name!r} (also {section}[{first[name]}])"))
             else:
-                first[item.name] = i
+                first[name] = i
+    return problems
+
+
+def _raw_secret_checks(data: dict) -> list[Problem]:
+    """Secret problems found on the raw data, so they are reported even when the shape is wrong too."""
+    problems: list[Problem] = []
+    holders: list[tuple[str, Any]] = [(f"targets[{i}].", t) for i, t in enumerate(data.get("targets") or [])
+                                      if isinstance(data.get("targets"), list)]
+    for i, source in enumerate(data.get("auth_logs") or [] if isinstance(data.get("auth_logs"), list) else []):
+        if isinstance(source, dict) and isinstance(source.get("elasticsearch"), dict):
+            holders.append((f"auth_logs[{i}].elasticsearch.", source["elasticsearch"]))
+    for path, raw in holders:
+        if not isinstance(raw, dict):
+            continue
+        probe = SecretRefs.model_construct()
+        for kind in _SECRET_KINDS:
+            for suffix in ("_file", "_env"):
+                object.__setattr__(probe, kind + suffix, raw.get(kind + suffix))
+        _resolve_secrets(probe, path, problems)
+    return problems
+
+
+def _semantic_checks(config: Config, data: dict) -> list[Problem]:
+    problems = _duplicate_names(data)
     for i, target in enumerate(config.targets):
         _resolve_secrets(target, f"targets[{i}].", problems)
         if target.tls.ca_file is not None and not target.tls.ca_file.is_file():
@@ -313,8 +341,10 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         problems = [Problem(_loc_to_path(e["loc"]), _message(e)) for e in exc.errors()]
-        raise ConfigError(source, problems) from None
-    problems = _semantic_checks(config)
+        seen = {p.path for p in problems}
+        extra = [p for p in _duplicate_names(data) + _raw_secret_checks(data) if p.path not in seen]
+        raise ConfigError(source, problems + extra) from None
+    problems = _semantic_checks(config, data)
     if problems:
         raise ConfigError(source, problems)
     return config

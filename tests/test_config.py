@@ -1,0 +1,143 @@
+"""The config contract: every mistake names its key path, all problems at once, exit 2, no secret shown."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from regwatch.cli import cli
+from regwatch.config import ConfigError, load_config, parse_config, parse_duration
+
+GOOD = {
+    "listen": "127.0.0.1:9732",
+    "targets": [{"name": "hub", "kind": "distribution", "url": "http://127.0.0.1:5000", "interval": "30s"}],
+    "storage": [{"name": "data", "path": "/tmp"}],
+}
+
+
+def problems_of(data) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    return [str(p) for p in info.value.problems]
+
+
+def with_target(**fields) -> dict:
+    target = {"name": "hub", "kind": "distribution", "url": "http://127.0.0.1:5000", **fields}
+    return {"targets": [target]}
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"targets": [{"name": "hub", "kind": "distribution", "url": "http://x", "colour": "red"}]},
+         "targets[0].colour: unknown key"),
+        ({"tragets": []}, "tragets: unknown key"),
+        (with_target(interval=30), "targets[0].interval: duration 30 needs a unit, e.g. 30s"),
+        (with_target(interval="30 seconds"), "targets[0].interval: '30 seconds' is not a duration"),
+        (with_target(timeout="0s"), "targets[0].timeout: duration must be greater than zero"),
+        (with_target(kind="quay"), "targets[0].kind: must be 'distribution', 'harbor', 'nexus' or 'artifactory'"),
+        (with_target(url="ftp://x"), "targets[0].url: must be an http:// or https:// URL"),
+        (with_target(url="https://bob:hunter2@registry"), "targets[0].url: must not contain credentials"),
+        (with_target(page_size="many"), "targets[0].page_size: must be a valid integer"),
+        (with_target(password="hunter2"), "targets[0].password: literal secrets are not allowed; use password_file"),
+        (with_target(tls={"insecure_skip_verify": "perhaps"}), "targets[0].tls.insecure_skip_verify: must be a valid boolean"),
+        ({"targets": [{"kind": "distribution", "url": "http://x"}]}, "targets[0].name: required key is missing"),
+        ({"storage": [{"name": "d", "path": "/x", "interval": "soon"}]}, "storage[0].interval: 'soon' is not a duration"),
+        ({"listen": "nowhere"}, "listen: has characters or a shape that is not allowed here"),
+        ({"targets": {"name": "hub"}}, "targets: must be a valid list"),
+        ({"auth_logs": [{"name": "reg"}]}, "auth_logs[0]: set exactly one of path and elasticsearch"),
+    ],
+)
+def test_each_mistake_names_its_key(data, expected):
+    assert any(p.startswith(expected) for p in problems_of(data)), problems_of(data)
+
+
+def test_duplicate_target_names():
+    data = {"targets": [dict(GOOD["targets"][0]), dict(GOOD["targets"][0])]}
+    assert problems_of(data) == ["targets[1].name: duplicate name 'hub' (also targets[0])"]
+
+
+def test_unreadable_secret_file(tmp_path):
+    missing = tmp_path / "nope"
+    problems = problems_of(with_target(username="u", password_file=str(missing)))
+    assert problems == [f"targets[0].password_file: cannot read secret file {missing}: No such file or directory"]
+
+
+def test_unset_secret_env(monkeypatch):
+    monkeypatch.delenv("REGWATCH_TEST_UNSET", raising=False)
+    problems = problems_of(with_target(username="u", password_env="REGWATCH_TEST_UNSET"))
+    assert problems == ["targets[0].password_env: environment variable REGWATCH_TEST_UNSET is not set"]
+
+
+def test_password_without_username(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("s3cr3t-value")
+    assert problems_of(with_target(password_file=str(secret))) == [
+        "targets[0].username: a password is set but no username"]
+
+
+def test_all_problems_at_once():
+    data = {"targets": [{"name": "a", "kind": "quay", "url": "x", "interval": "1 minute", "extra": 1}], "bogus": 1}
+    paths = {p.split(":")[0] for p in problems_of(data)}
+    assert paths == {"targets[0].kind", "targets[0].url", "targets[0].interval", "targets[0].extra", "bogus"}
+
+
+def test_secret_resolved_and_never_shown(tmp_path, monkeypatch):
+    secret = tmp_path / "pw"
+    secret.write_text("s3cr3t-value\n")
+    config = parse_config(with_target(username="u", password_file=str(secret)))
+    target = config.targets[0]
+    assert target.secret("password") == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(config) and "s3cr3t-value" not in str(config)
+    assert "s3cr3t-value" not in config.model_dump_json()
+    monkeypatch.setenv("HUB_PW", "from-env")
+    config = parse_config(with_target(username="u", password_env="HUB_PW"))
+    assert config.targets[0].secret("password") == "from-env"
+
+
+def test_yaml_duplicate_keys_and_syntax(tmp_path):
+    path = tmp_path / "c.yml"
+    path.write_text("listen: ':1'\nlisten: ':2'\n")
+    with pytest.raises(ConfigError, match="duplicate key 'listen'"):
+        load_config(path)
+    path.write_text("targets: [\n")
+    with pytest.raises(ConfigError, match="invalid YAML: line"):
+        load_config(path)
+
+
+def test_missing_file_is_an_error_not_a_traceback(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file: No such file or directory"):
+        load_config(tmp_path / "absent.yml")
+
+
+@pytest.mark.parametrize("text, seconds", [("30s", 30), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5), ("2d", 172800)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+def test_check_config_command(write_config, tmp_path):
+    runner = CliRunner()
+    good = write_config(GOOD)
+    result = runner.invoke(cli, ["check-config", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "OK (1 target(s)" in result.output
+
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2-secret")
+    bad = write_config({"targets": [{"name": "hub", "kind": "distribution", "url": "http://x", "username": "u",
+                                     "password_file": str(secret), "interval": "soon"},
+                                    {"name": "hub", "kind": "distribution", "url": "http://y"}]})
+    result = runner.invoke(cli, ["check-config", str(bad)])
+    assert result.exit_code == 2
+    assert "targets[0].interval: 'soon' is not a duration" in result.output
+    assert "targets[1].name: duplicate name 'hub'" in result.output
+    assert "hunter2-secret" not in result.output
+
+
+def test_check_config_never_echoes_a_literal_secret(write_config):
+    bad = write_config({"targets": [{"name": "hub", "kind": "distribution", "url": "http://x",
+                                     "password": "literal-hunter2"}]})
+    result = CliRunner().invoke(cli, ["check-config", str(bad)])
+    assert result.exit_code == 2
+    assert "targets[0].password: literal secrets are not allowed" in result.output
+    assert "literal-hunter2" not in result.output

@@ -1,0 +1,175 @@
+"""``regwatch serve`` end to end: a real registry, real HTTP, a real Prometheus."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from regwatch.images import build_image, push_image
+from tests.promserver import PrometheusServer
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    return samples(text).get((name, tuple(sorted(labels.items()))))
+
+
+def target(registry, password_file, **extra) -> dict:
+    return {"name": "hub", "kind": "distribution", "url": registry.url, "debug_url": registry.debug_url,
+            "username": "alice", "password_file": str(password_file), "interval": "1s", "timeout": "5s", **extra}
+
+
+@pytest.fixture
+def password_file(tmp_path):
+    path = tmp_path / "hub-password"
+    path.write_text("alice-secret\n")
+    return path
+
+
+def test_serve_exports_what_the_registry_holds(registry, registry_client, password_file, write_config, serve):
+    # Five repositories and their tags, counted here, independently of regwatch.
+    pushed_tags = 0
+    for r in range(5):
+        image = build_image([{"f": f"repo {r}".encode()}])
+        for t in range(r + 1):
+            push_image(registry_client, f"proj/repo{r}", f"t{t}", image)
+            pushed_tags += 1
+    config = write_config({"targets": [target(registry, password_file, page_size=2)]})
+    proc = serve(config)
+    proc.wait_ready()
+    text = proc.metrics()
+    assert value(text, "regwatch_target_up", target="hub", kind="distribution") == 1
+    assert value(text, "regwatch_registry_repositories", target="hub") == 5
+    assert value(text, "regwatch_registry_tags", target="hub") == pushed_tags
+    assert value(text, "regwatch_registry_healthy", target="hub") == 1
+    assert value(text, "regwatch_collector_success", target="hub", collector="distribution") == 1
+    assert value(text, "regwatch_collector_last_success_timestamp_seconds", target="hub",
+                 collector="distribution") == pytest.approx(time.time(), abs=30)
+    assert any(k[0] == "regwatch_build_info" for k in samples(text))
+
+    assert requests.get(proc.url + "/healthz", timeout=5).status_code == 200
+    assert 'href="/metrics"' in requests.get(proc.url + "/", timeout=5).text
+    om = requests.get(proc.url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+                      timeout=5)
+    assert om.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert om.text.endswith("# EOF\n") and om.text.count("# EOF") == 1
+    raw = requests.get(proc.url + "/metrics", headers={"Accept-Encoding": "gzip"}, timeout=5, stream=True).raw
+    assert raw.headers["Content-Encoding"] == "gzip"
+    assert b"regwatch_registry_tags" in gzip.decompress(raw.read())
+
+
+def test_wrong_password_is_target_down_not_a_crash(registry, tmp_path, write_config, serve):
+    bad = tmp_path / "bad-password"
+    bad.write_text("wrong-hunter2")
+    config = write_config({"targets": [target(registry, bad)]})
+    proc = serve(config)
+    proc.wait_ready()
+    text = proc.metrics()
+    assert value(text, "regwatch_target_up", target="hub", kind="distribution") == 0
+    assert value(text, "regwatch_collector_success", target="hub", collector="distribution") == 0
+    log = proc.log()
+    assert "collector failed" in log and "target=hub" in log and "authentication failed for user alice" in log
+    assert "wrong-hunter2" not in log and "wrong-hunter2" not in text
+    assert proc.proc.poll() is None  # still serving
+
+
+class _SlowRegistry(BaseHTTPRequestHandler):
+    """Answers /v2/ after 5 s, like an overloaded registry."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        time.sleep(5)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def slow_registry():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _SlowRegistry)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_slow_target_delays_no_one(registry, password_file, slow_registry, tmp_path, write_config, serve):
+    config = write_config({
+        "targets": [target(registry, password_file),
+                    {"name": "slow", "kind": "distribution", "url": slow_registry, "interval": "1s", "timeout": "2s"}],
+        "storage": [{"name": "data", "path": str(tmp_path), "interval": "1s"}],
+    })
+    proc = serve(config)
+    started = time.monotonic()
+    # The healthy target and the volume are collected while the slow one is still waiting.
+    while time.monotonic() - started < 4:
+        text = proc.metrics()
+        if value(text, "regwatch_target_up", target="hub", kind="distribution") == 1 and \
+                value(text, "regwatch_storage_used_ratio", volume="data") is not None:
+            break
+        time.sleep(0.1)
+    assert value(text, "regwatch_target_up", target="hub", kind="distribution") == 1
+    assert value(text, "regwatch_target_up", target="slow", kind="distribution") is None  # still pending
+    assert requests.get(proc.url + "/readyz", timeout=5).status_code == 503
+    # A scrape is served from the snapshot while the slow collection runs.
+    t0 = time.monotonic()
+    requests.get(proc.url + "/metrics", timeout=5)
+    assert time.monotonic() - t0 < 1.0
+    # Past its 2 s timeout the slow target counts as down, with a reason in the log.
+    proc.wait_ready(timeout=10)
+    text = proc.metrics()
+    assert value(text, "regwatch_target_up", target="slow", kind="distribution") == 0
+    assert "timed out after 2s" in proc.log()
+
+
+def test_sigterm_stops_within_two_seconds(registry, password_file, write_config, serve):
+    proc = serve(write_config({"targets": [target(registry, password_file)]}))
+    proc.wait_ready()
+    assert proc.stop() < 2.0
+    assert proc.proc.returncode == 0
+
+
+def test_storage_matches_df(tmp_path, write_config, serve):
+    config = write_config({"storage": [{"name": "data", "path": str(tmp_path), "interval": "1s"},
+                                       {"name": "gone", "path": str(tmp_path / "missing"), "interval": "1s"}]})
+    proc = serve(config)
+    proc.wait_ready()
+    text = proc.metrics()
+    df = subprocess.run(["df", "-B1", "--output=size,used,avail", str(tmp_path)], capture_output=True, text=True,
+                        check=True).stdout.split("\n")[1].split()
+    size, used, avail = (int(x) for x in df)
+    assert value(text, "regwatch_storage_capacity_bytes", volume="data") == size
+    # The file system may change between the two readings; allow 1 MiB of drift.
+    assert value(text, "regwatch_storage_used_bytes", volume="data") == pytest.approx(used, abs=2**20)
+    assert value(text, "regwatch_storage_used_ratio", volume="data") == pytest.approx(used / (used + avail), abs=1e-3)
+    # A missing path is a failed collector and a clear log line, not a crash.
+    assert value(text, "regwatch_collector_success", target="gone", collector="storage") == 0
+    assert value(text, "regwatch_storage_used_ratio", volume="gone") is None
+    assert f"storage path {tmp_path / 'missing'} of volume gone does not exist" in proc.log()
+
+
+def test_real_prometheus_scrapes_serve(registry, password_file, tmp_path, write_config, serve):
+    proc = serve(write_config({"targets": [target(registry, password_file)]}))
+    proc.wait_ready()
+    with PrometheusServer(tmp_path / "prom", [proc.url.removeprefix("http://")]) as prom:
+        result = prom.wait_for("regwatch_target_up == 1")
+        assert result[0]["metric"]["target"] == "hub"
+        assert result[0]["value"][1] == "1"
+        assert prom.query('up{job="regwatch"}')[0]["value"][1] == "1"
