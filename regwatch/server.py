@@ -26,6 +26,8 @@ log = logging.getLogger("regwatch.server")
 class _Handler(BaseHTTPRequestHandler):
     server_version = f"regwatch/{__version__}"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, a keep-alive client waits for a delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
     runner: Runner
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
