@@ -45,7 +45,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
+    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as tmp:
+        run(Path(tmp), args.seconds)
+
+
+def run(work: Path, seconds: float) -> None:
     slow = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
     slow.daemon_threads = True
     threading.Thread(target=slow.serve_forever, daemon=True).start()
@@ -70,7 +74,7 @@ def main() -> None:
             time.sleep(1.5)  # the slow target's first collection is now in flight
             conn = HTTPConnection("127.0.0.1", port, timeout=10)
             latencies = []
-            deadline = time.monotonic() + args.seconds
+            deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 t0 = time.perf_counter()
                 conn.request("GET", "/metrics")
@@ -83,7 +87,7 @@ def main() -> None:
     slow.shutdown()
     latencies.sort()
     p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    print(f"/metrics while one target answers after 5 s ({len(latencies)} scrapes over {args.seconds:g}s, "
+    print(f"/metrics while one target answers after 5 s ({len(latencies)} scrapes over {seconds:g}s, "
           f"{len(body)} bytes each)")
     print(f"  p50 {p(0.50):.2f} ms   p99 {p(0.99):.2f} ms   max {latencies[-1] * 1000:.2f} ms   "
           f"mean {statistics.mean(latencies) * 1000:.2f} ms")

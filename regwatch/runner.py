@@ -70,6 +70,7 @@ class Runner:
         self._render_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._exposition = Exposition()
+        self._reload_ok, self._reload_success_time = True, time.time()
         self._process = CollectorRegistry()
         ProcessCollector(registry=self._process)
         self._render()
@@ -93,6 +94,11 @@ class Runner:
                 job.collector.close()
             except Exception:  # noqa: BLE001 - closing must not stop the shutdown
                 pass
+
+    def reload_failed(self) -> None:
+        """A config reload failed: this runner's config stays in force, and the metrics say so."""
+        self._reload_ok = False
+        self._render()
 
     @property
     def ready(self) -> bool:
@@ -189,7 +195,13 @@ class Runner:
                 last.add_metric(labels, state.last_success)
             if job.kind is not None:
                 up.add_metric([job.target, job.kind], 1.0 if state.success else 0.0)
-        return [up, success, duration, last]
+        reload_ok = GaugeMetricFamily("regwatch_config_last_reload_successful",
+                                      "1 if the last config (re)load succeeded; 0 means an older config is in force.",
+                                      value=1.0 if self._reload_ok else 0.0)
+        reload_time = GaugeMetricFamily("regwatch_config_last_reload_success_timestamp_seconds",
+                                        "Unix time of the last successful config load.",
+                                        value=self._reload_success_time)
+        return [up, success, duration, last, reload_ok, reload_time]
 
     def _merged(self) -> list[Metric]:
         merged: dict[str, Metric] = {}

@@ -104,6 +104,7 @@ class MetricsServer:
         server_class = _Server
         if ":" in host:
             server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+        self.handler = handler
         self.httpd = server_class((host, port), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                        name="http", daemon=True)
@@ -115,6 +116,10 @@ class MetricsServer:
 
     def start(self) -> None:
         self.thread.start()
+
+    def set_runner(self, runner: Runner) -> None:
+        """Serve another runner's snapshots from now on (config reload)."""
+        self.handler.runner = runner
 
     def stop(self) -> None:
         self.httpd.shutdown()

@@ -61,6 +61,8 @@ def test_serve_exports_what_the_registry_holds(registry, registry_client, passwo
                  collector="distribution") == pytest.approx(time.time(), abs=30)
     assert any(k[0] == "regwatch_build_info" for k in samples(text))
 
+    lint = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
     assert requests.get(proc.url + "/healthz", timeout=5).status_code == 200
     assert 'href="/metrics"' in requests.get(proc.url + "/", timeout=5).text
     om = requests.get(proc.url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"},
@@ -173,3 +175,34 @@ def test_real_prometheus_scrapes_serve(registry, password_file, tmp_path, write_
         assert result[0]["metric"]["target"] == "hub"
         assert result[0]["value"][1] == "1"
         assert prom.query('up{job="regwatch"}')[0]["value"][1] == "1"
+
+
+def test_sighup_reloads_and_a_bad_config_keeps_the_last_good_one(registry, password_file, tmp_path, write_config,
+                                                                   serve):
+    import signal
+
+    config = write_config({"targets": [target(registry, password_file)]}, name="live.yml")
+    proc = serve(config)
+    proc.wait_ready()
+    assert value(proc.metrics(), "regwatch_config_last_reload_successful") == 1
+
+    config.write_text("targets: [{name: hub, kind: quay}]\n")
+    proc.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while value(proc.metrics(), "regwatch_config_last_reload_successful") != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = proc.metrics()
+    assert value(text, "regwatch_config_last_reload_successful") == 0
+    assert value(text, "regwatch_target_up", target="hub", kind="distribution") == 1  # old config still runs
+    assert "config reload failed; keeping the last good config" in proc.log()
+
+    import yaml
+    config.write_text(yaml.safe_dump({"storage": [{"name": "data", "path": str(tmp_path), "interval": "1s"}]}))
+    proc.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while value(proc.metrics(), "regwatch_storage_used_ratio", volume="data") is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = proc.metrics()
+    assert value(text, "regwatch_config_last_reload_successful") == 1
+    assert value(text, "regwatch_target_up", target="hub", kind="distribution") is None  # target removed
+    assert proc.proc.poll() is None

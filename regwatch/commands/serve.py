@@ -49,18 +49,45 @@ def serve(config_path: str, listen: str | None, **switches: bool | None) -> None
         server = MetricsServer(runner, host, port)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --listen") from None
-    stop = threading.Event()
+    stop, reload = threading.Event(), threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            reload.set()
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     server.start()
     runner.start()
     bound_host, bound_port = server.address
     log.info("serving", extra={"address": f"http://{bound_host}:{bound_port}/metrics", "jobs": len(jobs)})
-    stop.wait()
+    while True:
+        stop.wait()
+        if not reload.is_set():
+            break
+        stop.clear()
+        reload.clear()
+        runner = _reload(config_path, enabled, runner, server)
     log.info("stopping")
     server.stop()
     runner.stop(timeout=1.0)
+
+
+def _reload(config_path: str, enabled: dict, runner, server):  # noqa: ANN001, ANN202
+    """SIGHUP: swap in a runner for the new config; on any problem keep the running one and say so."""
+    from regwatch.config import ConfigError, load_config
+    from regwatch.runner import Runner
+
+    try:
+        config = load_config(config_path)
+        new = Runner(build_jobs(config, enabled))
+    except ConfigError as exc:
+        log.error("config reload failed; keeping the last good config", extra={"err": str(exc)})
+        runner.reload_failed()
+        return runner
+    runner.stop(timeout=1.0)
+    server.set_runner(new)
+    new.start()
+    log.info("config reloaded", extra={"jobs": len(new.jobs)})
+    return new
