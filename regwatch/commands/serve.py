@@ -34,15 +34,23 @@ def _collector_options(fn):  # noqa: ANN001, ANN202 - decorator
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="The regwatch config file (YAML).")
 @click.option("--listen", callback=_listen, help="HOST:PORT to serve on; overrides the config's listen.")
+@click.option("--shard", "shard_spec", envvar="REGWATCH_SHARD", metavar="INDEX/COUNT",
+              help="Collect only this replica's share of the targets, e.g. 0/3 (env REGWATCH_SHARD).")
+@click.option("--shard-from-hostname", is_flag=True, envvar="REGWATCH_SHARD_FROM_HOSTNAME",
+              help="Take the shard index from a StatefulSet pod name (regwatch-2 is shard 2); needs --shards.")
+@click.option("--shards", type=click.IntRange(min=1), envvar="REGWATCH_SHARDS",
+              help="Number of shards with --shard-from-hostname (env REGWATCH_SHARDS).")
 @_collector_options
-def serve(config_path: str, listen: str | None, **switches: bool | None) -> None:
+def serve(config_path: str, listen: str | None, shard_spec: str | None, shard_from_hostname: bool,
+          shards: int | None, **switches: bool | None) -> None:
     """Run every configured collector in the background and serve /metrics, /healthz and /readyz."""
     from regwatch.runner import Runner
     from regwatch.server import MetricsServer
 
+    shard = _shard(shard_spec, shard_from_hostname, shards)
     config = load_or_exit(config_path)
     enabled = {key.removeprefix("collector_"): value for key, value in switches.items()}
-    jobs = build_jobs(config, enabled)
+    jobs = _shard_jobs(build_jobs(config, enabled), shard, config)
     host, port = split_listen(listen or config.listen)
     runner = Runner(jobs)
     try:
@@ -61,27 +69,50 @@ def serve(config_path: str, listen: str | None, **switches: bool | None) -> None
     server.start()
     runner.start()
     bound_host, bound_port = server.address
-    log.info("serving", extra={"address": f"http://{bound_host}:{bound_port}/metrics", "jobs": len(jobs)})
+    log.info("serving", extra={"address": f"http://{bound_host}:{bound_port}/metrics", "jobs": len(jobs),
+                               "shard": str(shard) if shard else "all"})
     while True:
         stop.wait()
         if not reload.is_set():
             break
         stop.clear()
         reload.clear()
-        runner = _reload(config_path, enabled, runner, server)
+        runner = _reload(config_path, enabled, runner, server, shard)
     log.info("stopping")
     server.stop()
     runner.stop(timeout=1.0)
 
 
-def _reload(config_path: str, enabled: dict, runner, server):  # noqa: ANN001, ANN202
+def _shard(spec: str | None, from_hostname: bool, count: int | None):  # noqa: ANN202
+    """The shard this replica is, from --shard or --shard-from-hostname; None collects everything."""
+    from regwatch.sharding import Shard, ShardError
+
+    try:
+        if spec and from_hostname:
+            raise click.UsageError("use either --shard or --shard-from-hostname, not both")
+        if from_hostname:
+            if count is None:
+                raise click.UsageError("--shard-from-hostname needs --shards COUNT (or REGWATCH_SHARDS)")
+            return Shard.from_hostname(count)
+        return Shard.parse(spec) if spec else None
+    except ShardError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _shard_jobs(jobs: list, shard, config) -> list:  # noqa: ANN001
+    from regwatch.sharding import shard_jobs
+
+    return shard_jobs(jobs, shard, (target.name for target in config.targets))
+
+
+def _reload(config_path: str, enabled: dict, runner, server, shard=None):  # noqa: ANN001, ANN202
     """SIGHUP: swap in a runner for the new config; on any problem keep the running one and say so."""
     from regwatch.config import ConfigError, load_config
     from regwatch.runner import Runner
 
     try:
         config = load_config(config_path)
-        new = Runner(build_jobs(config, enabled))
+        new = Runner(_shard_jobs(build_jobs(config, enabled), shard, config))
     except ConfigError as exc:
         log.error("config reload failed; keeping the last good config", extra={"err": str(exc)})
         runner.reload_failed()
