@@ -14,6 +14,7 @@ COMMANDS = {
     "serve": ("regwatch.commands.serve:serve", "Run the collectors and serve /metrics, /healthz, /readyz."),
     "check-config": ("regwatch.commands.check_config:check_config", "Validate a config file (exit 2 if invalid)."),
     "demo": ("regwatch.commands.demo:demo", "A throwaway real registry with traffic, watched by serve."),
+    "probe": ("regwatch.commands.probe:probe", "Pull an image once and print how long each phase took."),
 }
 
 

@@ -26,6 +26,7 @@ from regwatch.config import Config
 COLLECTOR_MODULES = [
     "regwatch.collectors.distribution",
     "regwatch.collectors.storage",
+    "regwatch.collectors.probes",
 ]
 
 
