@@ -17,9 +17,13 @@ kube-prometheus-stack installed would list them.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import yaml
 
@@ -172,3 +176,67 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815 - stdlib names
+
+
+# --------------------------------------------------------------------------- rendering a chart with real Helm
+
+
+class RenderError(Exception):
+    """Helm refused the chart or the values; the message is Helm's."""
+
+
+def render(chart: str, values: dict | None = None, release: str = "regwatch", namespace: str = "monitoring",
+           timeout: float = 60) -> list[dict]:
+    """Install ``chart`` with the real Helm library (helm-sdkpy) into a fresh fake API; the rendered objects.
+
+    Runs in a child process: helm-sdkpy's Go runtime reads HELM_DRIVER=memory (keep releases off
+    the API) from the environment it was started with, not from os.environ changed later.
+    """
+    request = json.dumps({"chart": chart, "values": values or {}, "release": release, "namespace": namespace})
+    out = subprocess.run([sys.executable, "-m", "tests.fakes.kubeapi"], input=request, capture_output=True,
+                         text=True, timeout=timeout, cwd=Path(__file__).resolve().parents[2],
+                         env={**os.environ, "HELM_DRIVER": "memory"})
+    if out.returncode != 0:
+        raise RenderError(out.stderr.strip() or f"exit {out.returncode}")
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def lint(chart: str, timeout: float = 60) -> dict:
+    """``helm lint`` by the real Helm library: {"TotalChartsLinted", "Messages": [{"Severity", "Path"}]}.
+
+    Severity is Helm's: 1 info, 2 warning, 3 error.
+    """
+    out = subprocess.run([sys.executable, "-m", "tests.fakes.kubeapi"], input=json.dumps({"lint": chart}),
+                         capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parents[2])
+    if out.returncode != 0:
+        raise RenderError(out.stderr.strip() or f"exit {out.returncode}")
+    return json.loads(out.stdout)
+
+
+def _render_main() -> None:
+    import asyncio
+
+    import helm_sdkpy
+
+    request = json.loads(sys.stdin.read())
+    if "lint" in request:
+        result = asyncio.run(helm_sdkpy.chart.Lint(helm_sdkpy.Configuration()).run(request["lint"]))
+        sys.stdout.write(json.dumps(result))
+        return
+    with FakeKubeAPI() as api:
+        config = helm_sdkpy.Configuration(namespace=request["namespace"], kubeconfig=api.kubeconfig(request["namespace"]))
+        try:
+            result = asyncio.run(helm_sdkpy.Install(config).run(
+                request["release"], request["chart"], values=request["values"], wait=False, timeout=60))
+        except helm_sdkpy.HelmError as exc:
+            sys.exit(f"helm: {exc}")
+        applied = {(o["kind"], o["metadata"]["name"]) for o in api.created()}
+    docs = [doc for doc in yaml.safe_load_all(result["manifest"]) if doc]
+    missing = [(d["kind"], d["metadata"]["name"]) for d in docs if (d["kind"], d["metadata"]["name"]) not in applied]
+    if missing:
+        sys.exit(f"helm rendered objects it did not create: {missing}")
+    sys.stdout.write(result["manifest"])
+
+
+if __name__ == "__main__":
+    _render_main()
