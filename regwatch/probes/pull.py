@@ -330,8 +330,9 @@ def _exchange(pull: _Pull, phase: str, method: str, url: str, headers: dict[str,
                 reusable = not resp.will_close
                 url = urljoin(url, resp.getheader("Location"))
                 continue
-            body, length = _read_body(pull, resp, phase, limit if resp.status == 200 else 64 * 1024,
-                                      hasher if resp.status == 200 else None)
+            ok = resp.status == 200
+            body, length = _read_body(pull, resp, phase, limit if ok else 64 * 1024, hasher if ok else None,
+                                      count=ok and phase in ("manifest", "config", "blob"))
             pull.timings.add(phase, time.monotonic() - started)
             reusable = not resp.will_close and resp.isclosed()
             return _Response(resp.status, resp.msg, body, length, url)
@@ -358,7 +359,8 @@ def _exchange(pull: _Pull, phase: str, method: str, url: str, headers: dict[str,
 
 
 def _read_body(pull: _Pull, resp: http.client.HTTPResponse, phase: str, limit: int | None,
-               hasher) -> tuple[bytes, int]:  # noqa: ANN001
+               hasher, count: bool) -> tuple[bytes, int]:  # noqa: ANN001
+    """Read the body (at most ``limit`` bytes); ``count`` adds it to the bytes pulled (image content only)."""
     chunks: list[bytes] = []
     got = 0
     while limit is None or got < limit:
@@ -367,7 +369,8 @@ def _read_body(pull: _Pull, resp: http.client.HTTPResponse, phase: str, limit: i
         if not chunk:
             break
         got += len(chunk)
-        pull.bytes_pulled += len(chunk)
+        if count:
+            pull.bytes_pulled += len(chunk)
         if hasher is not None:
             hasher.update(chunk)
         else:
