@@ -26,6 +26,8 @@ $(BIN)/regwatch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	# The Helm library for the chart tests; its wheel declares Python 3.12 but runs on 3.11.
+	$(BIN)/pip install -q --ignore-requires-python 'helm-sdkpy>=0.1.32,<0.2'
 	touch $@
 
 venv: deps $(BIN)/regwatch
@@ -42,6 +44,11 @@ bench: venv
 generate: venv
 	$(BIN)/regwatch generate alerts --out alerts
 	$(BIN)/regwatch generate dashboards --out dashboards
+	# Helm reads only files inside the chart: copy the generated rules and dashboards into it.
+	mkdir -p helm/regwatch/files/dashboards
+	rm -f helm/regwatch/files/dashboards/*.json
+	cp alerts/regwatch.rules.yml helm/regwatch/files/regwatch.rules.yml
+	cp dashboards/provisioning/*.json helm/regwatch/files/dashboards/
 
 clean:
 	rm -rf $(VENV) .pytest_cache
