@@ -40,8 +40,10 @@ def run(collector: ProbeCollector) -> CollectorRegistry:
 
 
 def make_collector(tmp_path: Path, url: str, image: str, *, password: str | None = "alice-secret",
-                   **probe: object) -> ProbeCollector:
+                   tls: dict | None = None, **probe: object) -> ProbeCollector:
     target: dict = {"name": "hub", "kind": "distribution", "url": url, "probes": [{"image": image, **probe}]}
+    if tls is not None:
+        target["tls"] = tls
     if password is not None:
         secret = tmp_path / f"password-{len(password)}-{abs(hash(password))}"
         secret.write_text(password)
