@@ -128,6 +128,28 @@ class ProbeConfig(Strict):
     reuse_connections: bool = False
 
 
+HARBOR_GROUPS = ("health", "projects", "storage", "replication", "gc", "scans", "jobservice", "robots",
+                 "members", "signatures", "audit")
+
+
+class HarborConfig(Strict):
+    """Harbor-specific options (regwatch/collectors/harbor, docs/harbor.md)."""
+
+    # Metric groups not to collect at all (each group is its own collector job).
+    skip: list[Literal[HARBOR_GROUPS]] = Field(default_factory=list)  # type: ignore[valid-type]
+    # Interval of the groups that need one call per project or repository (members, signatures).
+    detail_interval: Duration = 300.0
+    # Per-project/per-repository calls made per collection at most; the rest wait for the next one,
+    # so a 10,000-project Harbor is visited a slice at a time instead of all at once.
+    detail_calls_per_cycle: int = Field(default=200, ge=1, le=100000)
+    # A collection of one group may take this long before it counts as failed (many pages at 20 ms each).
+    collection_timeout: Duration = 300.0
+    # Where the audit-log high-water mark is kept across restarts (no double counting); memory only if unset.
+    audit_state_file: Path | None = None
+    # On a fresh start with no state: count only audit events newer than this (not the whole history).
+    audit_lookback: Duration = 3600.0
+
+
 class TargetConfig(SecretRefs):
     name: Name
     kind: Literal["distribution", "harbor", "nexus", "artifactory"]
@@ -150,6 +172,8 @@ class TargetConfig(SecretRefs):
     concurrency: int = Field(default=4, ge=1, le=64)
     # Per-repository series are unbounded: off unless asked for.
     per_repository_metrics: bool = False
+    # Options of kind: harbor targets (ignored by other kinds).
+    harbor: HarborConfig = Field(default_factory=lambda: HarborConfig())
 
 
 class StorageConfig(Strict):
