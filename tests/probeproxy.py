@@ -4,6 +4,7 @@
   HTTP request costs exactly that much more (the probe opens one connection per request);
 - ``fault="corrupt"``: flips one byte in the body of every 200 answer to a blob request;
 - ``fault="truncate"``: passes on the headers and half the body of every 200 blob answer, then hangs up;
+- ``rate``: passes answers on at no more than ``rate`` bytes per second per connection, like a network link;
 - ``fault_skip=N``: leaves the first N blob answers alone (e.g. 1 lets the config through, damages layers).
 
 It counts the requests it forwarded per URL kind, so a test can predict what the delay must add.
@@ -33,11 +34,12 @@ def request_kind(path: str) -> str:
 
 class DelayProxy:
     def __init__(self, upstream_port: int, *, delay: float = 0.0, fault: str | None = None, fault_skip: int = 0,
-                 upstream_host: str = "127.0.0.1"):
+                 rate: float | None = None, upstream_host: str = "127.0.0.1"):
         self.upstream = (upstream_host, upstream_port)
         self.delay = delay
         self.fault = fault
         self.fault_skip = fault_skip
+        self.rate = rate
         self._blob_answers = 0
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -106,11 +108,24 @@ class DelayProxy:
             except OSError:
                 pass
 
+    def _send_shaped(self, client: socket.socket, data: bytes, state: dict) -> None:
+        if not self.rate:
+            client.sendall(data)
+            return
+        if state["start"] is None:
+            state["start"] = time.monotonic()
+        for i in range(0, len(data), 16384):
+            piece = data[i:i + 16384]
+            client.sendall(piece)
+            state["sent"] += len(piece)
+            time.sleep(max(0.0, state["start"] + state["sent"] / self.rate - time.monotonic()))
+
     def _upstream_to_client(self, upstream: socket.socket, client: socket.socket, paths: list[str]) -> None:
         head = b""
         body_seen = 0
         content_length = None
         mutate = False
+        shaped = {"start": None, "sent": 0}
         try:
             while True:
                 data = upstream.recv(65536)
@@ -140,7 +155,7 @@ class DelayProxy:
                         break
                 body_seen += len(data)
                 if data:
-                    client.sendall(data)
+                    self._send_shaped(client, data, shaped)
         except OSError:
             pass
         finally:
