@@ -1,0 +1,1 @@
+"""Auth-log sources: file following, positions, line parsers, Elasticsearch."""
