@@ -289,13 +289,15 @@ def test_log_daemonset_mounts_the_node_logs_read_only_and_keeps_positions_on_the
 
 def test_values_schema_knows_every_regwatch_config_key():
     """values.schema.json lists the config keys by hand; it must follow regwatch's config model."""
-    from regwatch.config import AuthLogConfig, ElasticsearchConfig, ProbeConfig, StorageConfig, TargetConfig
+    from regwatch.config import (AuthLogConfig, ElasticsearchConfig, HarborConfig, ProbeConfig, StorageConfig,
+                                 TargetConfig)
 
     schema = json.loads((CHART / "values.schema.json").read_text())
     config = schema["properties"]["config"]["properties"]
     refs = {"passwordSecret", "tokenSecret", "apiKeySecret"}
     pairs = [(config["targets"]["items"], TargetConfig, refs),
              (config["targets"]["items"]["properties"]["probes"]["items"], ProbeConfig, set()),
+             (config["targets"]["items"]["properties"]["harbor"], HarborConfig, set()),
              (config["storage"]["items"], StorageConfig, {"volume"}),
              (config["auth_logs"]["items"], AuthLogConfig, set()),
              (config["auth_logs"]["items"]["properties"]["elasticsearch"], ElasticsearchConfig, refs)]

@@ -58,29 +58,32 @@ ENDPOINT = {
     },
 }
 
-SERVICE_MONITOR = {
-    "$schema": "http://json-schema.org/draft-07/schema#",
-    "type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "metadata", "spec"],
+
+def custom_resource(kind: str, spec: dict) -> dict:
+    """The schema of a monitoring.coreos.com/v1 object of ``kind`` whose spec follows ``spec``."""
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {"apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": kind},
+                       "metadata": METADATA, "spec": spec},
+    }
+
+
+SERVICE_MONITOR = custom_resource("ServiceMonitor", {
+    "type": "object", "additionalProperties": False, "required": ["selector", "endpoints"],
     "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "ServiceMonitor"},
-        "metadata": METADATA,
-        "spec": {
-            "type": "object", "additionalProperties": False, "required": ["selector", "endpoints"],
-            "properties": {
-                "jobLabel": {"type": "string"},
-                "targetLabels": {"type": "array", "items": {"type": "string"}},
-                "podTargetLabels": {"type": "array", "items": {"type": "string"}},
-                "endpoints": {"type": "array", "minItems": 1, "items": ENDPOINT},
-                "selector": LABEL_SELECTOR,
-                "namespaceSelector": {"type": "object", "additionalProperties": False,
-                                      "properties": {"any": {"type": "boolean"},
-                                                     "matchNames": {"type": "array", "items": {"type": "string"}}}},
-                "sampleLimit": {"type": "integer", "minimum": 0},
-                "scrapeClass": {"type": "string", "minLength": 1},
-            },
-        },
+        "jobLabel": {"type": "string"},
+        "targetLabels": {"type": "array", "items": {"type": "string"}},
+        "podTargetLabels": {"type": "array", "items": {"type": "string"}},
+        "endpoints": {"type": "array", "minItems": 1, "items": ENDPOINT},
+        "selector": LABEL_SELECTOR,
+        "namespaceSelector": {"type": "object", "additionalProperties": False,
+                              "properties": {"any": {"type": "boolean"},
+                                             "matchNames": {"type": "array", "items": {"type": "string"}}}},
+        "sampleLimit": {"type": "integer", "minimum": 0},
+        "scrapeClass": {"type": "string", "minLength": 1},
     },
-}
+})
 
 RULE = {
     "type": "object", "additionalProperties": False, "required": ["expr"],
@@ -91,22 +94,15 @@ RULE = {
     },
 }
 
-PROMETHEUS_RULE = {
-    "$schema": "http://json-schema.org/draft-07/schema#",
-    "type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "PrometheusRule"},
-        "metadata": METADATA,
-        "spec": {
-            "type": "object", "additionalProperties": False,
-            "properties": {"groups": {"type": "array", "items": {
-                "type": "object", "additionalProperties": False, "required": ["name"],
-                "properties": {"name": {"type": "string", "minLength": 1}, "interval": DURATION,
-                               "labels": STRING_MAP, "limit": {"type": "integer"}, "query_offset": DURATION,
-                               "partial_response_strategy": {"type": "string", "pattern": "^([aA][bB][oO][rR][tT]|[wW][aA][rR][nN])?$"},
-                               "rules": {"type": "array", "items": RULE}}}}},
-        },
-    },
-}
+PROMETHEUS_RULE = custom_resource("PrometheusRule", {
+    "type": "object", "additionalProperties": False,
+    "properties": {"groups": {"type": "array", "items": {
+        "type": "object", "additionalProperties": False, "required": ["name"],
+        "properties": {"name": {"type": "string", "minLength": 1}, "interval": DURATION,
+                       "labels": STRING_MAP, "limit": {"type": "integer"}, "query_offset": DURATION,
+                       "partial_response_strategy": {"type": "string",
+                                                     "pattern": "^([aA][bB][oO][rR][tT]|[wW][aA][rR][nN])?$"},
+                       "rules": {"type": "array", "items": RULE}}}}},
+})
 
 SCHEMAS = {"ServiceMonitor": SERVICE_MONITOR, "PrometheusRule": PROMETHEUS_RULE}
