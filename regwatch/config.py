@@ -343,10 +343,12 @@ def _semantic_checks(config: Config, data: dict) -> list[Problem]:
             problems.append(Problem(f"targets[{i}].tls.ca_file", f"no such file: {target.tls.ca_file}"))
         if (target.password_file or target.password_env) and not target.username:
             problems.append(Problem(f"targets[{i}].username", "a password is set but no username"))
-        images = [p.image for p in target.probes]
-        for j, image in enumerate(images):
-            if images.index(image) != j:
-                problems.append(Problem(f"targets[{i}].probes[{j}].image", f"duplicate probe image {image!r}"))
+        # The same image may be probed directly and through a mirror: those are different series (endpoint label).
+        probes = [(p.image, p.mirror) for p in target.probes]
+        for j, (image, mirror) in enumerate(probes):
+            if probes.index((image, mirror)) != j:
+                via = f" through {mirror}" if mirror else ""
+                problems.append(Problem(f"targets[{i}].probes[{j}].image", f"duplicate probe image {image!r}{via}"))
     for i, source in enumerate(config.auth_logs):
         if (source.path is None) == (source.elasticsearch is None):
             problems.append(Problem(f"auth_logs[{i}]", "set exactly one of path and elasticsearch"))

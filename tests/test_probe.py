@@ -214,3 +214,22 @@ def test_an_unreachable_registry_is_connect_not_a_crash(tmp_path):
     assert value(exposed, "regwatch_probe_success", image="lib/app:1") == 0
     assert value(exposed, "regwatch_probe_failures_total", image="lib/app:1", reason="connect") == 1
     assert value(exposed, "regwatch_probe_failed_phase", image="lib/app:1", phase="ping") == 1
+
+
+def test_the_same_image_direct_and_through_a_pull_through_cache(make_registry):
+    upstream = make_registry()
+    image = build_image([{"f": os.urandom(30_000)}])
+    push_image(RegistryClient(upstream.url), "lib/app", "1", image)
+    mirror = make_registry(proxy={"remoteurl": upstream.url})
+    config = parse_config({"targets": [{"name": "hub", "kind": "distribution", "url": upstream.url, "probes": [
+        {"image": "lib/app:1"}, {"image": "lib/app:1", "mirror": mirror.url}]}]})
+    direct, via_mirror = (job.collector for job in build_jobs(config) if isinstance(job.collector, ProbeCollector))
+    assert direct.name != via_mirror.name
+    exposed = run(via_mirror)
+    labels = {"image": "lib/app:1", "endpoint": mirror.url}
+    assert value(exposed, "regwatch_probe_success", **labels) == 1, via_mirror.last.message
+    assert value(exposed, "regwatch_probe_pulled_bytes_total", **labels) == image.size
+    assert via_mirror.last.manifest_digest == image.digest
+    # The mirror's own access log shows the layer going out: the pull really went through it.
+    assert f"GET /v2/lib/app/blobs/{image.layers[0].digest}" in mirror.log_path.read_text()
+    assert value(run(direct), "regwatch_probe_success", image="lib/app:1") == 1

@@ -51,7 +51,7 @@ class ProbeCollector(Collector):
     def __init__(self, target: TargetConfig, probe: ProbeConfig, *, report_tls: bool = True):
         self.target = target
         self.probe_config = probe
-        self.name = f"probe:{probe.image}"
+        self.name = f"probe:{probe.image}" + (f"@{probe.mirror}" if probe.mirror else "")
         self.report_tls = report_tls
         self.endpoint = probe.mirror
         repository, reference = split_image(probe.image)
