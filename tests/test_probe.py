@@ -233,3 +233,16 @@ def test_the_same_image_direct_and_through_a_pull_through_cache(make_registry):
     # The mirror's own access log shows the layer going out: the pull really went through it.
     assert f"GET /v2/lib/app/blobs/{image.layers[0].digest}" in mirror.log_path.read_text()
     assert value(run(direct), "regwatch_probe_success", image="lib/app:1") == 1
+
+
+def test_reused_connections_are_opt_in_and_skip_connection_set_up(registry, registry_client):
+    push_image(registry_client, "lib/app", "1", build_image([{"f": b"a"}, {"g": b"b"}]))
+    spec = ProbeSpec(registry.url, "lib/app", "1", username="alice", password="alice-secret")
+    cold = Prober()
+    assert [cold.probe(spec).connections for _ in range(2)] == [5, 5]  # ping, manifest, config, 2 layers
+    warm = Prober(reuse_connections=True)
+    first, second = warm.probe(spec), warm.probe(spec)
+    warm.close()
+    assert first.success and second.success
+    assert (first.connections, second.connections) == (1, 0)
+    assert second.phases["connect"] == 0 and second.requests == 5
