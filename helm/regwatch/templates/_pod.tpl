@@ -84,8 +84,7 @@ spec:
       emptyDir:
         sizeLimit: 64Mi
     - name: state
-      emptyDir:
-        sizeLimit: 64Mi
+      {{- toYaml .Values.stateVolume | nindent 6 }}
     {{- include "regwatch.secretVolumes" .Values.config | nindent 4 }}
     {{- include "regwatch.storageVolumes" . | nindent 4 }}
     {{- with .Values.extraVolumes }}
