@@ -20,6 +20,7 @@ from regwatch.collectors.probes import ProbeCollector
 from regwatch.config import parse_config
 from regwatch.images import build_image, build_index, push_image, push_index
 from regwatch.probes import Prober, ProbeSpec
+from regwatch.runner import wait_until
 from tests.probeproxy import DelayProxy
 from tests.tokenserver import TokenServer
 
@@ -231,7 +232,9 @@ def test_the_same_image_direct_and_through_a_pull_through_cache(make_registry):
     assert value(exposed, "regwatch_probe_pulled_bytes_total", **labels) == image.size
     assert via_mirror.last.manifest_digest == image.digest
     # The mirror's own access log shows the layer going out: the pull really went through it.
-    assert f"GET /v2/lib/app/blobs/{image.layers[0].digest}" in mirror.log_path.read_text()
+    # (The registry writes the access-log line after the response, so give it a moment.)
+    line = f"GET /v2/lib/app/blobs/{image.layers[0].digest}"
+    assert wait_until(lambda: line in mirror.log_path.read_text(), 5), mirror.log_path.read_text()[-2000:]
     assert value(run(direct), "regwatch_probe_success", image="lib/app:1") == 1
 
 
