@@ -84,7 +84,12 @@ spec:
       emptyDir:
         sizeLimit: 64Mi
     - name: state
-      {{- toYaml .Values.stateVolume | nindent 6 }}
+      {{- with .Values.stateVolume }}
+      {{- toYaml . | nindent 6 }}
+      {{- else }}
+      emptyDir:
+        sizeLimit: 64Mi
+      {{- end }}
     {{- include "regwatch.secretVolumes" .Values.config | nindent 4 }}
     {{- include "regwatch.storageVolumes" . | nindent 4 }}
     {{- with .Values.extraVolumes }}
