@@ -1,0 +1,138 @@
+"""Parsers on real log lines: what is an attempt, a failure, a challenge, per format.
+
+Distribution samples were captured from the real docker-registry 2.8.2 (Debian) with
+htpasswd auth, text and JSON formatters: a good pull, a wrong password, and an anonymous
+request. Harbor and token samples are lines quoted in public issues (see
+/work/shared/research/authlogs-anchors.md for their provenance).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from regwatch.logs.parsers import (ATTEMPT, CHALLENGE, FAILURE, Parser, Tally, parse_distribution,
+                                   parse_harbor_core, parse_harbor_proxy, parse_nginx, sniff)
+
+# fmt: off
+TEXT_GOOD = 'time="2026-11-23T02:50:01.414621958Z" level=info msg="authorized request" go.version=go1.19.8 http.request.host="127.0.0.1:44603" http.request.id=4720cdf6-3261-4d54-a42c-33d8be4c50d9 http.request.method=GET http.request.remoteaddr="127.0.0.1:50924" http.request.uri=/v2/lib/nope/manifests/v1 http.request.useragent=python-requests/2.34.2 vars.name=lib/nope vars.reference=v1'
+TEXT_BAD = [
+    'time="2026-11-23T02:50:00.195986197Z" level=error msg="error authenticating user \\"alice\\": authentication failure" go.version=go1.19.8 http.request.host="127.0.0.1:44603" http.request.id=94c9a6c9-f22d-40c1-a947-a2c85dfbff3a http.request.method=GET http.request.remoteaddr="127.0.0.1:41910" http.request.uri=/v2/lib/app/manifests/v1 http.request.useragent=python-requests/2.34.2 vars.name=lib/app vars.reference=v1',
+    'time="2026-11-23T02:50:00.196076066Z" level=warning msg="error authorizing context: basic authentication challenge for realm \\"regwatch\\": authentication failure" go.version=go1.19.8 http.request.host="127.0.0.1:44603" http.request.id=94c9a6c9-f22d-40c1-a947-a2c85dfbff3a http.request.method=GET http.request.remoteaddr="127.0.0.1:41910" http.request.uri=/v2/lib/app/manifests/v1 http.request.useragent=python-requests/2.34.2 vars.name=lib/app vars.reference=v1',
+    '127.0.0.1 - - [23/Nov/2026:02:50:00 +0000] "GET /v2/lib/app/manifests/v1 HTTP/1.1" 401 150 "" "python-requests/2.34.2"',
+    ]
+TEXT_ANON = [
+    'time="2026-11-23T02:50:00.804080277Z" level=warning msg="error authorizing context: basic authentication challenge for realm \\"regwatch\\": invalid authorization credential" go.version=go1.19.8 http.request.host="127.0.0.1:44603" http.request.id=b981bcfe-b864-4edc-9023-79a0cde998d3 http.request.method=GET http.request.remoteaddr="127.0.0.1:41914" http.request.uri=/v2/lib/app/manifests/v1 http.request.useragent=python-requests/2.34.2 vars.name=lib/app vars.reference=v1',
+    '127.0.0.1 - - [23/Nov/2026:02:50:00 +0000] "GET /v2/lib/app/manifests/v1 HTTP/1.1" 401 150 "" "python-requests/2.34.2"',
+    ]
+JSON_LINES = [
+    '{"go.version":"go1.19.8","http.request.host":"127.0.0.1:45611","http.request.id":"903a3273-c46b-49d6-8666-9dec70baf545","http.request.method":"GET","http.request.remoteaddr":"127.0.0.1:37242","http.request.uri":"/v2/lib/app/manifests/v1","http.request.useragent":"python-requests/2.34.2","level":"info","msg":"authorized request","time":"2026-11-23T02:51:54.639366211Z","vars.name":"lib/app","vars.reference":"v1"}',
+    '{"auth.user.name":"alice","err.code":"manifest unknown","err.message":"OCI manifest found, but accept header does not support OCI manifests","go.version":"go1.19.8","http.request.host":"127.0.0.1:45611","http.request.id":"903a3273-c46b-49d6-8666-9dec70baf545","http.request.method":"GET","http.request.remoteaddr":"127.0.0.1:37242","http.request.uri":"/v2/lib/app/manifests/v1","http.request.useragent":"python-requests/2.34.2","http.response.contenttype":"application/json; charset=utf-8","http.response.duration":"2.069895ms","http.response.status":404,"http.response.written":122,"level":"error","msg":"response completed with error","time":"2026-11-23T02:51:54.639812155Z","vars.name":"lib/app","vars.reference":"v1"}',
+    '127.0.0.1 - - [23/Nov/2026:02:51:54 +0000] "GET /v2/lib/app/manifests/v1 HTTP/1.1" 404 122 "" "python-requests/2.34.2"',
+    '{"go.version":"go1.19.8","http.request.host":"127.0.0.1:45611","http.request.id":"c1c284cd-469a-4e8a-9e54-dd5a09b2b992","http.request.method":"GET","http.request.remoteaddr":"127.0.0.1:37258","http.request.uri":"/v2/lib/app/manifests/v1","http.request.useragent":"python-requests/2.34.2","level":"error","msg":"error authenticating user \\"alice\\": authentication failure","time":"2026-11-23T02:51:54.943670938Z","vars.name":"lib/app","vars.reference":"v1"}',
+    '{"go.version":"go1.19.8","http.request.host":"127.0.0.1:45611","http.request.id":"c1c284cd-469a-4e8a-9e54-dd5a09b2b992","http.request.method":"GET","http.request.remoteaddr":"127.0.0.1:37258","http.request.uri":"/v2/lib/app/manifests/v1","http.request.useragent":"python-requests/2.34.2","level":"warning","msg":"error authorizing context: basic authentication challenge for realm \\"regwatch\\": authentication failure","time":"2026-11-23T02:51:54.943737221Z","vars.name":"lib/app","vars.reference":"v1"}',
+    '127.0.0.1 - - [23/Nov/2026:02:51:54 +0000] "GET /v2/lib/app/manifests/v1 HTTP/1.1" 401 150 "" "python-requests/2.34.2"',
+    ]
+# v3.1+ (derived from the source's format: no 2.8 capture exists), and token-auth WARN lines.
+V3_USER_LINE = ('time="2025-01-01T00:00:00Z" level=info msg="user failed to authenticate" '
+                'error="crypto/bcrypt: hashedPassword is not the hash of the given password" '
+                'http.request.id=11111111-2222-3333-4444-555555555555 username=alice')
+TOKEN_INVALID = ('level=warning msg="error authorizing context: invalid token" go.version=go1.12.7 '
+                 'http.request.host="gitlab.company.com:4567" http.request.id=74613829-aaaa '
+                 'http.request.method=GET http.request.remoteaddr=10.72.11.20 http.request.uri="/v2/"')
+TOKEN_REQUIRED = ('time="2024-04-14T20:10:05.574098818Z" level=warning msg="error authorizing context: authorization '
+                  'token required" go.version=go1.20.8 http.request.host=docker.MYDOMAIN.TLD '
+                  'http.request.id=673dae2a-0000 http.request.method=GET http.request.remoteaddr=10.89.0.66 '
+                  'http.request.uri="/v2/" http.request.useragent="containers/5.29.2 (github.com/containers/image)"')
+HARBOR_BASIC = ('2022-07-06T06:53:45Z [ERROR] [/server/middleware/security/basic_auth.go:72][client IP="192.168.122.123" '
+                'requestID="2466ffd6-aaaa" user agent="Go-http-client/1.1"]: failed to authenticate user:testt, '
+                "error:Failed to authenticate user, due to error 'Invalid credentials'")
+HARBOR_SYSLOG = ('Feb 27 10:26:40 172.20.0.1 core[1682]: 2023-02-27T02:26:40Z [ERROR] '
+                 '[/server/middleware/security/basic_auth.go:41][requestID="ac22b544-bbbb"]: failed to authenticate '
+                 "admin: Failed to authenticate user, due to error 'Invalid credentials'")
+HARBOR_LDAP = [
+    '2025-09-05T16:14:45Z [WARNING] [/core/auth/ldap/ldap.go:88]: Failed to bind user, username: USER, dn: CN=USER,'
+    'OU=x, error: LDAP Result Code 49 "Invalid Credentials": 80090308',
+    '2025-09-05T16:14:45Z [WARNING] [/core/auth/authenticator.go:158]: Login failed, locking USER, and sleep for 1.5s',
+    '2025-09-05T16:14:46Z [ERROR] [/server/middleware/security/basic_auth.go:72][client IP="10.7.3.12" '
+    'requestID="cccc-1" user agent="docker/19.03.11"]: failed to authenticate user:USER error:Failed to authenticate '
+    "user, due to error 'LDAP Result Code 49 \"Invalid Credentials\"'",
+]
+HARBOR_ROBOT = ('2021-12-01T00:00:00Z [ERROR] [/server/middleware/security/robot2.go:47][requestID="dddd-1"]: failed to '
+                'authenticate robot account: robot-backend')
+HARBOR_PROXY = [
+    '172.16.99.6 - "HEAD /v2/hotpotcat/perm-check/blobs/sha256:17ee HTTP/1.1" 401 0 "-" "docker/28.4.0" 0.003 0.003 .',
+    '[03/Sep/2021:08:41:05 +0000]:127.0.0.6 - "GET /service/token?account=bob&service=harbor-registry HTTP/1.1" 401 '
+    '76 "-" "docker/20.10.7" 0.008 0.008 .',
+    'Sep  3 08:41:05 172.18.0.1 proxy[1]: 10.0.0.9 - "GET /service/token?scope=repository:a/b:pull HTTP/1.1" 200 '
+    '900 "-" "docker/20.10.7" 0.010 0.010 .',
+]
+NGINX = [
+    '10.1.2.3 - alice [23/Nov/2026:02:50:00 +0000] "GET /v2/lib/app/manifests/v1 HTTP/1.1" 200 525 "-" "docker/27"',
+    '10.1.2.4 - mallory [23/Nov/2026:02:50:01 +0000] "GET /v2/ HTTP/1.1" 401 87 "-" "docker/27"',
+    '10.1.2.5 - - [23/Nov/2026:02:50:02 +0000] "GET /v2/ HTTP/1.1" 401 87 "-" "docker/27"',
+    '10.1.2.6 - alice [23/Nov/2026:02:50:03 +0000] "GET /index.html HTTP/1.1" 401 87 "-" "curl"',
+]
+# fmt: on
+
+
+def test_distribution_text_good_bad_anonymous():
+    assert parse_distribution(TEXT_GOOD).kind == ATTEMPT
+    hint, warn, access = (parse_distribution(line) for line in TEXT_BAD)
+    assert (hint.kind, hint.user) == ("user_hint", "alice")
+    assert (warn.kind, warn.reason, warn.client) == (FAILURE, "bad_credentials", "127.0.0.1")
+    assert access is None  # the access log cannot tell a challenge from a failure: never counted
+    assert [parse_distribution(line) and parse_distribution(line).kind for line in TEXT_ANON] == [CHALLENGE, None]
+
+
+def test_distribution_json_formatter():
+    kinds = [(e.kind, e.reason) if (e := parse_distribution(line)) else None for line in JSON_LINES]
+    assert kinds == [(ATTEMPT, ""), None, None, ("user_hint", ""), (FAILURE, "bad_credentials"), None]
+
+
+def test_token_suffixes_and_v3_user_line():
+    assert (parse_distribution(TOKEN_INVALID).kind, parse_distribution(TOKEN_INVALID).reason) == \
+        (FAILURE, "invalid_token")
+    assert parse_distribution(TOKEN_REQUIRED).kind == CHALLENGE
+    scope = TOKEN_INVALID.replace("invalid token", "insufficient scope")
+    assert parse_distribution(scope).reason == "insufficient_scope"
+    v3 = parse_distribution(V3_USER_LINE)
+    assert (v3.kind, v3.user) == ("user_hint", "alice")  # names the user; the WARN line is the one counted
+
+
+@pytest.mark.parametrize("breakdown", [False, True])
+def test_block_counts_one_failure_per_refused_request(breakdown):
+    block = "\n".join([TEXT_GOOD] * 3 + TEXT_BAD + TEXT_ANON + JSON_LINES + [V3_USER_LINE]).encode() + b"\n"
+    tally = Tally()
+    Parser("distribution", breakdown=breakdown).feed(block, tally)
+    # 3 text good + 1 JSON good + 1 text bad + 1 JSON bad; the ERROR/v3 lines add nothing
+    assert (tally.requests, dict(tally.failures), tally.challenges) == (6, {"bad_credentials": 2}, 1)
+    assert tally.lines == block.count(b"\n")
+    if breakdown:
+        assert tally.users == {"alice": 2} and tally.clients == {"127.0.0.1": 2}
+
+
+def test_harbor_core_one_failure_per_request_id():
+    tally = Tally()
+    lines = [HARBOR_BASIC, HARBOR_SYSLOG, *HARBOR_LDAP, HARBOR_ROBOT, HARBOR_BASIC]  # the last repeats a requestID
+    Parser("harbor-core", breakdown=True).feed(("\n".join(lines) + "\n").encode(), tally)
+    assert dict(tally.failures) == {"bad_credentials": 4}
+    assert tally.users == {"testt": 1, "admin": 1, "USER": 1, "robot-backend": 1}
+    assert parse_harbor_core(HARBOR_BASIC).client == "192.168.122.123"
+    expired = HARBOR_ROBOT.replace("failed to authenticate robot account", "the robot account is expired")
+    assert parse_harbor_core(expired).reason == "robot_expired"
+
+
+def test_harbor_proxy_and_nginx():
+    assert [e.kind if (e := parse_harbor_proxy(line)) else None for line in HARBOR_PROXY] == \
+        [CHALLENGE, FAILURE, ATTEMPT]
+    assert [e.kind if (e := parse_nginx(line)) else None for line in NGINX] == [ATTEMPT, FAILURE, CHALLENGE, None]
+    assert parse_nginx(NGINX[1]).user == "mallory"
+
+
+def test_sniff():
+    assert sniff(TEXT_BAD + TEXT_ANON) == "distribution"
+    assert sniff(JSON_LINES) == "distribution"
+    assert sniff([HARBOR_BASIC, HARBOR_SYSLOG]) == "harbor-core"
+    assert sniff(HARBOR_PROXY) == "harbor-proxy"
+    assert sniff(NGINX) == "nginx"
+    assert sniff(["\x00\x01garbage", ""]) is None
