@@ -27,6 +27,7 @@ COLLECTOR_MODULES = [
     "regwatch.collectors.distribution",
     "regwatch.collectors.storage",
     "regwatch.collectors.probes",
+    "regwatch.collectors.harbor",
     "regwatch.collectors.authlogs",
 ]
 

@@ -1,0 +1,123 @@
+"""Harbor projects and repositories: counts, public/private, per-project repositories, artifacts
+and pulls, proxy-cache projects and the health of their upstream registries, and the
+``/statistics`` totals when the account may see them (a sysadmin; robots never do).
+
+Example exposition::
+
+    regwatch_harbor_projects{public="true",target="harbor"} 3.0
+    regwatch_registry_repositories{target="harbor"} 120.0
+    regwatch_harbor_project_repositories{project="library",target="harbor"} 12.0
+    regwatch_harbor_project_artifacts{project="library",target="harbor"} 40.0
+    regwatch_harbor_project_pulls_total{project="library",target="harbor"} 1234.0
+    regwatch_harbor_proxy_cache_project{project="dockerhub",registry="hub",target="harbor"} 1.0
+    regwatch_harbor_registry_healthy{registry="hub",target="harbor"} 1.0
+
+Per-repository series (``regwatch_harbor_repository_artifacts``, ``..._pulls_total``) only
+with ``per_repository_metrics: true``. Repositories are read page by page and summed per
+project as they come, so 100,000 repositories are never held in memory at once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from regwatch.collectors.harbor.api import HarborGroup, NotCollected, gauge
+
+
+class ProjectsGroup(HarborGroup):
+    group = "projects"
+    endpoints = ("/projects", "/repositories", "/registries", "/statistics")
+
+    def gather(self) -> Iterable[Metric]:
+        name = self.target.name
+        try:
+            projects = self._projects()
+        except NotCollected:
+            return
+        by_id = {pid: p[0] for pid, p in projects.items()}
+        public_counts = {"true": 0, "false": 0}
+        for _, public, _, _ in projects.values():
+            public_counts[public] += 1
+        yield gauge("regwatch_harbor_projects", "Projects the account can see, by visibility.",
+                    ["target", "public"], [([name, k], v) for k, v in public_counts.items()])
+        yield gauge("regwatch_harbor_project_repositories", "Repositories per project (the project's repo_count).",
+                    ["target", "project"], [([name, p[0]], p[2]) for p in projects.values()])
+
+        registries = self.optional(self.api.list_all, "/registries") or []
+        registry_names = {r.get("id"): str(r.get("name")) for r in registries}
+        yield gauge("regwatch_harbor_proxy_cache_project",
+                    "1 for each proxy-cache project, with the upstream registry it caches.",
+                    ["target", "project", "registry"],
+                    [([name, p[0], registry_names.get(p[3], str(p[3]))], 1.0)
+                     for p in projects.values() if p[3]])
+        yield gauge("regwatch_harbor_registry_healthy",
+                    "1 if Harbor reports the registry endpoint (replication or proxy-cache upstream) healthy.",
+                    ["target", "registry"],
+                    [([name, str(r.get("name"))], 1.0 if r.get("status") == "healthy" else 0.0) for r in registries])
+
+        yield from self._repositories(by_id)
+
+        stats = self.optional(self.api.get, "/statistics")
+        # Only a sysadmin sees the total_* fields; for anyone else they are 0, so they are left out.
+        if stats and (stats.get("total_project_count") or stats.get("total_storage_consumption")):
+            yield gauge("regwatch_harbor_statistics_repositories",
+                        "Repositories in all of Harbor from /statistics (sysadmin only).",
+                        ["target"], [([name], stats.get("total_repo_count") or 0)])
+            yield gauge("regwatch_harbor_storage_consumption_bytes",
+                        "Storage all projects use, from /statistics (sysadmin only).",
+                        ["target"], [([name], stats.get("total_storage_consumption") or 0)])
+
+    def _projects(self) -> dict[int, tuple[str, str, int, int | None]]:
+        """project_id -> (name, public "true"/"false", repo_count, registry_id)."""
+        out: dict[int, tuple[str, str, int, int | None]] = {}
+        for page in self.api.pages("/projects"):
+            for p in page:
+                public = str((p.get("metadata") or {}).get("public", "false")).lower()
+                out[p["project_id"]] = (str(p.get("name")), "true" if public == "true" else "false",
+                                        int(p.get("repo_count") or 0), p.get("registry_id") or None)
+        return out
+
+    def _repositories(self, projects: dict[int, str]) -> Iterable[Metric]:
+        name = self.target.name
+        per_repo = self.target.per_repository_metrics
+        artifacts: dict[str, int] = defaultdict(int)
+        pulls: dict[str, int] = defaultdict(int)
+        repo_rows: list[tuple[str, str, int, int]] = []
+        count = 0
+        try:
+            for page in self.api.pages("/repositories"):
+                for repo in page:
+                    full = str(repo.get("name") or "")
+                    project = projects.get(repo.get("project_id")) or full.split("/", 1)[0]
+                    artifacts[project] += int(repo.get("artifact_count") or 0)
+                    pulls[project] += int(repo.get("pull_count") or 0)
+                    count += 1
+                    if per_repo:
+                        repo_rows.append((project, full.split("/", 1)[-1], int(repo.get("artifact_count") or 0),
+                                          int(repo.get("pull_count") or 0)))
+        except NotCollected:
+            return
+        yield gauge("regwatch_registry_repositories", "Repositories the account can see in Harbor (cached).",
+                    ["target"], [([name], count)])
+        yield gauge("regwatch_harbor_project_artifacts", "Artifacts over a project's repositories.",
+                    ["target", "project"], [([name, p], v) for p, v in artifacts.items()])
+        family = CounterMetricFamily("regwatch_harbor_project_pulls",
+                                     "Pulls over a project's repositories, as Harbor counts them.",
+                                     labels=["target", "project"])
+        for project, value in pulls.items():
+            family.add_metric([name, project], value)
+        yield family
+        if per_repo:
+            yield gauge("regwatch_harbor_repository_artifacts",
+                        "Artifacts per repository (opt-in: per_repository_metrics).",
+                        ["target", "project", "repository"], [([name, p, r], a) for p, r, a, _ in repo_rows])
+            family = CounterMetricFamily("regwatch_harbor_repository_pulls",
+                                         "Pulls per repository (opt-in: per_repository_metrics).",
+                                         labels=["target", "project", "repository"])
+            for p, r, _, n in repo_rows:
+                family.add_metric([name, p, r], n)
+            yield family
