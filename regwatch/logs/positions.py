@@ -60,14 +60,14 @@ class PositionsFile:
         problems: list[str] = []
         for candidate in (self.path, self.backup):
             try:
-                text = candidate.read_text()
+                raw = candidate.read_bytes()
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 problems.append(f"cannot read {candidate}: {exc.strerror or exc}")
                 continue
             try:
-                return _check(json.loads(text)), problems
+                return _check(json.loads(raw.decode("utf-8"))), problems
             except ValueError as exc:
                 problems.append(f"{candidate} is corrupt ({exc})")
         if problems and self.path.exists():
