@@ -290,6 +290,8 @@ class FakeHarbor:
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(handler.path)
         if self.core_down and parts.path.startswith("/api/"):
+            with self._lock:
+                self.calls["core_down"] += 1
             self._send(handler, 502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
             return
         if not parts.path.startswith(API):

@@ -24,7 +24,8 @@ from urllib.parse import quote, urljoin
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from regwatch.client import AuthFailed, Forbidden, NotFound, ProtocolError, RateLimited, RegistryClient
+from regwatch.client import (AuthFailed, Forbidden, NotFound, ProtocolError, RateLimited, RegistryClient,
+                             RegistryError, ServerError, Unreachable)
 from regwatch.collectors import Collector
 from regwatch.config import TargetConfig
 
@@ -79,28 +80,39 @@ class HarborAPI:
         self._collected: dict[str, bool] = {}
         self._version: tuple[int, int] | None = None
         self._version_at = 0.0
-        self._cooldown_until = 0.0
+        self._paused: tuple[float, RegistryError] | None = None
         self.requests = 0
 
     # ------------------------------------------------------------------ requests
 
     def _get(self, path: str, params: dict | None = None) -> Any:
-        """One GET within the target's concurrency bound; a 429 the client could not wait out pauses every group."""
-        wait = self._cooldown_until - time.monotonic()
-        if wait > 0:
-            raise RateLimited(f"target {self.target.name}: Harbor rate-limited regwatch; "
-                              f"pausing for {wait:.0f}s before the next request")
+        """One GET within the target's concurrency bound.
+
+        After a 429 the client could not wait out, or a Harbor that is down (unreachable, 5xx after
+        the client's retries), every group of the target pauses instead of asking again at once.
+        """
+        with self._lock:
+            paused = self._paused
+        if paused is not None and paused[0] > time.monotonic():
+            cause = paused[1]
+            raise type(cause)(f"{cause} (not asked again for {paused[0] - time.monotonic():.0f}s)",
+                              status=cause.status)
         url = path if path.startswith(("http://", "https://")) else self.client.url + API + path
         with self._slots:
             self.requests += 1
             try:
-                resp = self.client.request("GET", url, params=params, preemptive_basic=True,
+                return self.client.request("GET", url, params=params, preemptive_basic=True,
                                            headers={"Accept": "application/json"})
-            except RateLimited:
-                with self._lock:
-                    self._cooldown_until = time.monotonic() + max(self.target.interval / 2, 5.0)
+            except RateLimited as exc:
+                self._pause(exc, max(self.target.interval / 2, 5.0))
                 raise
-        return resp
+            except (Unreachable, ServerError) as exc:
+                self._pause(exc, min(self.target.interval / 2, 30.0))
+                raise
+
+    def _pause(self, cause: RegistryError, seconds: float) -> None:
+        with self._lock:
+            self._paused = (time.monotonic() + seconds, cause)
 
     def get(self, path: str, params: dict | None = None, *, endpoint: str | None = None) -> Any:
         """GET ``path`` (under /api/v2.0) and return its JSON; NotCollected if unavailable for us."""

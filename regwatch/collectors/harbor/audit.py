@@ -118,8 +118,6 @@ class AuditGroup(HarborGroup):
         if self.state.mark is None:
             self.state.mark, self.state.ids = float(int(since)) - 1e-6, set()
         for endpoint, extended in (("/auditlog-exts", True), ("/audit-logs", False)):
-            if extended and not self.api.has(endpoint):
-                continue
             try:
                 pages = list(self.api.pages(endpoint, params, max_pages=MAX_PAGES))
             except NotCollected:

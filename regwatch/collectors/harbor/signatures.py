@@ -14,7 +14,6 @@ where the last collection stopped. Counts are of the first 100 artifacts of each
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,7 @@ class SignaturesGroup(HarborGroup):
 
     def __init__(self, api):
         super().__init__(api)
-        self.next_page = 1
+        self.offset = 0  # index of the next repository to visit in /repositories order
         # repository id -> (project, signed, artifacts); ints and one shared project string per entry
         self.seen: dict[int, tuple[str, int, int]] = {}
         self.total_repos = 0
@@ -43,17 +42,20 @@ class SignaturesGroup(HarborGroup):
         name = self.target.name
         budget = self.target.harbor.detail_calls_per_cycle
         repos: list[dict] = []
+        offset = self.offset
         try:
             while len(repos) < budget:
-                page, total = self.api.page("/repositories", self.next_page, endpoint="/repositories")
+                page, total = self.api.page("/repositories", offset // PAGE_SIZE + 1, endpoint="/repositories")
                 self.total_repos = total if total is not None else max(self.total_repos, len(self.seen))
-                pages = max(1, math.ceil((total or 0) / PAGE_SIZE))
-                repos.extend(page)
-                self.next_page = self.next_page % pages + 1
-                if self.next_page == 1 or not page:
+                chunk = page[offset % PAGE_SIZE:][:budget - len(repos)]
+                repos.extend(chunk)
+                offset += len(chunk)
+                if not chunk or offset >= (total or 0):
+                    offset = 0  # wrapped: start again from the first repository next time
                     break
         except NotCollected:
             return
+        self.offset = offset
         with ThreadPoolExecutor(max_workers=self.target.concurrency) as pool:
             for repo_id, result in pool.map(self._check, repos[:budget]):
                 if result is not None:
