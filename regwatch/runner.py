@@ -34,6 +34,7 @@ log = logging.getLogger("regwatch.runner")
 @dataclass
 class JobState:
     families: list[Metric] = field(default_factory=list)
+    rendered: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
     success: bool | None = None
     duration: float = 0.0
     last_success: float | None = None
@@ -65,6 +66,7 @@ class Runner:
         if len(self.states) != len(jobs):
             raise ValueError("two jobs share a target name and collector")
         self._static = list(static) + [_build_info()]
+        self._static_rendered = _render_families(self._static)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._render_lock = threading.Lock()
@@ -148,6 +150,8 @@ class Runner:
         return worker
 
     def _record(self, job: Job, families: list[Metric] | None, duration: float, error: str) -> None:
+        # Rendered here, in the job's own thread, once per run: a scrape or another job never pays for it.
+        rendered = _render_families(families) if families else {}
         with self._lock:
             state = self.states[job.key]
             state.runs += 1
@@ -156,10 +160,12 @@ class Runner:
                 state.success = False
                 state.last_error = error
                 state.families = []
+                state.rendered = {}
             else:
                 state.success = True
                 state.last_error = ""
                 state.families = families
+                state.rendered = rendered
                 state.last_success = time.time()
         if families is None:
             log.warning("collector failed", extra={"target": job.target, "collector": job.collector.name,
@@ -215,19 +221,29 @@ class Runner:
         return list(merged.values())
 
     def _render(self) -> None:
+        """Join the per-job rendered families (one HELP/TYPE per name) with fresh self-metrics."""
         with self._render_lock:
-            registry = CollectorRegistry()
-            registry.register(_Families(self._merged()))
-            text = generate_latest(registry)
-            self._exposition = Exposition(text=text)
-            self._registry = registry
+            with self._lock:
+                parts = [self._static_rendered] + [state.rendered for state in self.states.values()]
+                parts.append(_render_families(self._self_metrics()))
+            merged: dict[str, list[bytes]] = {}
+            for rendered in parts:
+                for name, (header, body) in rendered.items():
+                    chunks = merged.get(name)
+                    if chunks is None:
+                        merged[name] = [header, body]
+                    else:
+                        chunks.append(body)
+            self._exposition = Exposition(text=b"".join(b"".join(chunks) for chunks in merged.values()))
 
     def exposition(self, openmetrics: bool = False, gzipped: bool = False) -> bytes:
         """The latest rendered snapshot plus the live process metrics."""
         expo = self._exposition
         if openmetrics:
             if expo.openmetrics is None:
-                body = om.generate_latest(self._registry)
+                registry = CollectorRegistry()
+                registry.register(_Families(self._merged()))
+                body = om.generate_latest(registry)
                 expo.openmetrics = body[: -len(b"# EOF\n")] if body.endswith(b"# EOF\n") else body
             process = om.generate_latest(self._process)
             return expo.openmetrics + process
@@ -249,6 +265,22 @@ class Runner:
                  "last_success": self.states[job.key].last_success, "last_error": self.states[job.key].last_error}
                 for job in self.jobs
             ]
+
+
+def _render_families(families: list[Metric]) -> dict[str, tuple[bytes, bytes]]:
+    """Text exposition per family name: (HELP and TYPE lines, sample lines); same-name families are joined."""
+    out: dict[str, tuple[bytes, bytes]] = {}
+    for family in families:
+        registry = CollectorRegistry()
+        registry.register(_Families([family]))
+        text = generate_latest(registry)
+        split = text.index(b"\n", text.index(b"\n") + 1) + 1
+        header, body = text[:split], text[split:]
+        if family.name in out:
+            out[family.name] = (out[family.name][0], out[family.name][1] + body)
+        else:
+            out[family.name] = (header, body)
+    return out
 
 
 def _build_info() -> Metric:
