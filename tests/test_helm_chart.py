@@ -8,8 +8,11 @@ Prometheus Operator objects against schemas written from the operator's CRDs.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -26,10 +29,22 @@ CHART = REPO_ROOT / "helm" / "regwatch"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 INVALID_VALUES = sorted((CHART / "ci" / "invalid").glob("*-values.yaml"))
 KUBERNETES_VERSION = "1.30.0"
+RULES_COPY = CHART / "files" / "regwatch.rules.yml"
+DASHBOARDS_COPY = CHART / "files" / "dashboards"
+# The chart's rules and dashboards are copies of `regwatch generate` output (make generate).
+HAVE_COPIES = RULES_COPY.is_file() and any(DASHBOARDS_COPY.glob("*.json"))
+HAVE_GENERATOR = importlib.util.find_spec("regwatch.generate") is not None
+needs_copies = pytest.mark.skipif(
+    not HAVE_COPIES and not HAVE_GENERATOR,
+    reason="regwatch/generate (the alert and dashboard generator) is not in this checkout yet, so there is "
+           "nothing to copy into helm/regwatch/files/; test_generated_copies_are_present fails once it is")
 
 
 def values_of(path: Path) -> dict:
-    return yaml.safe_load(path.read_text()) or {}
+    values = yaml.safe_load(path.read_text()) or {}
+    if not HAVE_COPIES and not HAVE_GENERATOR:
+        values.get("dashboards", {}).pop("enabled", None)  # prometheusRule still renders its extraGroups
+    return values
 
 
 _rendered: dict[str, list[dict]] = {}
@@ -210,6 +225,14 @@ def test_sharded_values_run_a_statefulset_whose_pods_take_their_shard_from_the_h
     assert headless["spec"]["clusterIP"] == "None"
 
 
+def test_prometheusrule_carries_extra_groups_and_the_release_label():
+    (rule,) = of_kind(rendered("full"), "PrometheusRule")
+    extra = values_of(CHART / "ci" / "full-values.yaml")["prometheusRule"]["extraGroups"]
+    assert rule["spec"]["groups"][-len(extra):] == extra
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["metadata"]["labels"]["role"] == "alert-rules"
+
+
 def test_servicemonitor_scrapes_serve_and_logs_services_once_each_and_carries_the_release_label():
     docs = rendered("full")
     (monitor,) = of_kind(docs, "ServiceMonitor")
@@ -227,16 +250,69 @@ def test_servicemonitor_scrapes_serve_and_logs_services_once_each_and_carries_th
         assert len(selected) == 1, service["metadata"]["name"]
 
 
+def test_generated_copies_are_present():
+    """Once the generator exists, the chart must carry its output (run `make generate`)."""
+    if HAVE_GENERATOR:
+        assert HAVE_COPIES, "helm/regwatch/files/ lacks the generated rules or dashboards: run `make generate`"
+
+
+@needs_copies
+def test_generated_copies_are_identical_to_what_regwatch_generate_writes(tmp_path):
+    for what in ("alerts", "dashboards"):
+        subprocess.run([sys.executable, "-m", "regwatch", "generate", what, "--out", str(tmp_path / what)],
+                       check=True, capture_output=True, cwd=REPO_ROOT, timeout=120)
+    assert RULES_COPY.read_text() == (tmp_path / "alerts" / "regwatch.rules.yml").read_text()
+    fresh = {p.name: p.read_text() for p in (tmp_path / "dashboards" / "provisioning").glob("*.json")}
+    copies = {p.name: p.read_text() for p in DASHBOARDS_COPY.glob("*.json")}
+    assert fresh and copies == fresh
+
+
+def test_enabling_rules_or_dashboards_without_the_generated_copies_fails_with_the_fix(tmp_path):
+    bare = tmp_path / "regwatch"
+    shutil.copytree(CHART, bare, ignore=shutil.ignore_patterns("*.json", "regwatch.rules.yml"))
+    shutil.copy(CHART / "values.schema.json", bare / "values.schema.json")
+    for key in ("prometheusRule", "dashboards"):
+        with pytest.raises(RenderError, match="make generate"):
+            render(str(bare), {key: {"enabled": True}})
+
+
+@needs_copies
 def test_prometheusrule_carries_exactly_the_generated_rules():
     (rule,) = of_kind(rendered("full"), "PrometheusRule")
-    generated = yaml.safe_load((CHART / "files" / "regwatch.rules.yml").read_text())
-    assert rule["spec"]["groups"] == generated["groups"]
+    generated = yaml.safe_load(RULES_COPY.read_text())
+    extra = values_of(CHART / "ci" / "full-values.yaml")["prometheusRule"]["extraGroups"]
+    assert rule["spec"]["groups"] == generated["groups"] + extra
     assert rule["metadata"]["labels"]["role"] == "alert-rules"
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
+def test_each_dashboard_file_becomes_one_sidecar_configmap_verbatim(tmp_path):
+    """Template mechanics, on a chart copy with two dashboards: Grafana's {{label}} legends stay as they are."""
+    chart = tmp_path / "regwatch"
+    shutil.copytree(CHART, chart)
+    shutil.rmtree(chart / "files" / "dashboards", ignore_errors=True)
+    (chart / "files" / "dashboards").mkdir(parents=True)
+    dashboards = {
+        "regwatch-overview.json": {"uid": "regwatch-overview", "title": "Registries / Overview", "panels": [
+            {"type": "timeseries", "targets": [{"expr": "regwatch_registry_tags", "legendFormat": "{{target}}"}]}]},
+        "regwatch-probes.json": {"uid": "regwatch-probes", "title": "Registries / Probes", "panels": []},
+    }
+    for name, body in dashboards.items():
+        (chart / "files" / "dashboards" / name).write_text(json.dumps(body, indent=2))
+    docs = render(str(chart), {"dashboards": {"enabled": True, "folder": "Registries", "labelValue": "yes"}})
+    maps = [c for c in of_kind(docs, "ConfigMap") if "grafana_dashboard" in c["metadata"]["labels"]]
+    assert sorted(key for c in maps for key in c["data"]) == sorted(dashboards)
+    for config_map in maps:
+        kubernetes_validate.validate(config_map, KUBERNETES_VERSION, strict=True)
+        ((name, body),) = config_map["data"].items()
+        assert json.loads(body) == dashboards[name]
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "yes"
+        assert config_map["metadata"]["annotations"] == {"grafana_folder": "Registries"}
+
+
+@needs_copies
 def test_one_dashboard_configmap_per_generated_dashboard_for_the_grafana_sidecar():
-    files = sorted((CHART / "files" / "dashboards").glob("*.json"))
+    files = sorted(DASHBOARDS_COPY.glob("*.json"))
     maps = [c for c in of_kind(rendered("full"), "ConfigMap") if "grafana_dashboard" in c["metadata"]["labels"]]
     assert len(maps) == len(files) > 0
     by_key = {key: (c, body) for c in maps for key, body in c["data"].items()}
