@@ -15,6 +15,7 @@ COMMANDS = {
     "check-config": ("regwatch.commands.check_config:check_config", "Validate a config file (exit 2 if invalid)."),
     "demo": ("regwatch.commands.demo:demo", "A throwaway real registry with traffic, watched by serve."),
     "probe": ("regwatch.commands.probe:probe", "Pull an image once and print how long each phase took."),
+    "drill": ("regwatch.commands.drill:drill", "DR drill: back up, restore and verify images; report and metrics."),
 }
 
 

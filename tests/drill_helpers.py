@@ -1,0 +1,68 @@
+"""Content for the drill tests: real images pushed into a real docker-registry, and a small helper to
+run ``regwatch drill`` as a subprocess."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from regwatch.client import MEDIA_OCI_MANIFEST, RegistryClient
+from regwatch.digest import sha256_digest
+from regwatch.images import Blob, build_image, build_index, push_image, push_index
+
+BASE = {"etc/os-release": b"ID=drilltest\n" + os.urandom(2048)}
+
+
+def push_signature(client: RegistryClient, repo: str, subject_digest: str) -> str:
+    """A cosign-style signature: tag ``sha256-<hex>.sig``, one simplesigning payload layer whose
+    diff_id is its own digest (cosign's layout)."""
+    payload = json.dumps({"critical": {"image": {"docker-manifest-digest": subject_digest},
+                                       "type": "cosign container image signature"}}).encode()
+    layer = Blob(payload, "application/vnd.dev.cosign.simplesigning.v1+json")
+    config = Blob(json.dumps({"architecture": "", "os": "", "config": {},
+                              "rootfs": {"type": "layers", "diff_ids": [layer.digest]}}).encode(),
+                  "application/vnd.oci.image.config.v1+json")
+    sig = base64.b64encode(os.urandom(64)).decode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST, "config": config.descriptor(),
+                           "layers": [layer.descriptor(annotations={"dev.cosignproject.cosign/signature": sig})]}
+                          ).encode()
+    for blob in (config, layer):
+        client.push_blob(repo, blob.digest, blob.data, len(blob.data))
+    tag = "sha256-" + subject_digest.split(":", 1)[1] + ".sig"
+    client.put_manifest(repo, tag, manifest, MEDIA_OCI_MANIFEST)
+    return sha256_digest(manifest)
+
+
+def populate(client: RegistryClient) -> dict[str, str]:
+    """app:1.0 (single-arch), its cosign signature tag, multi:latest (amd64+arm64 index) sharing the base
+    layer. Returns {"repo:tag": manifest digest}."""
+    app = build_image([BASE, {"app/bin": os.urandom(4096)}])
+    amd = build_image([BASE, {"amd": os.urandom(3000)}], architecture="amd64")
+    arm = build_image([BASE, {"arm": os.urandom(3000)}], architecture="arm64")
+    expected = {"app:1.0": push_image(client, "app", "1.0", app)}
+    sig_tag = "sha256-" + app.digest.split(":", 1)[1] + ".sig"
+    expected[f"app:{sig_tag}"] = push_signature(client, "app", app.digest)
+    expected["multi:latest"] = push_index(client, "multi", "latest", build_index([amd, arm]))
+    return expected
+
+
+def served(client: RegistryClient, expected: dict[str, str]) -> dict[str, str | None]:
+    return {ref: client.head_manifest(*ref.rsplit(":", 1)) for ref in expected}
+
+
+def run_drill(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "regwatch", "drill", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+BLOB_GET = re.compile(r'"GET /v2/[^ ]+/blobs/(sha256:[0-9a-f]{64}) ')
+
+
+def blob_gets(log_path: Path) -> list[str]:
+    """Digests of blob GETs in a docker-registry access log (its own independent record)."""
+    return BLOB_GET.findall(log_path.read_text(errors="replace"))

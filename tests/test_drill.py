@@ -1,0 +1,85 @@
+"""The full drill against two real docker-registry instances, read back by skopeo and umoci."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from regwatch.client import RegistryClient
+from tests.drill_helpers import blob_gets, populate, run_drill, served
+
+
+def test_full_drill_two_registries_all_digests_equal(registry, make_registry, tmp_path):
+    dest = make_registry()
+    with RegistryClient(registry.url, username="alice", password="alice-secret") as src:
+        expected = populate(src)
+    store, textfiles = tmp_path / "store", tmp_path / "textfile"
+    creds = {"REGWATCH_USERNAME": "alice", "REGWATCH_PASSWORD": "alice-secret"}
+    proc = run_drill("--source", registry.url, "--dest", dest.url, "--store", store,
+                     "--textfile-dir", textfiles, env=creds)
+    assert proc.returncode == 0, proc.stderr
+    with RegistryClient(dest.url) as dst:
+        assert served(dst, expected) == expected  # every tag (signature included) has the same digest
+        # every platform of the index arrived too
+        index = json.loads(dst.get_manifest("multi", "latest").body)
+        assert len(index["manifests"]) == 2
+        for child in index["manifests"]:
+            assert dst.head_manifest("multi", child["digest"]) == child["digest"]
+
+    report = json.loads((store / "report.json").read_text())
+    assert report["success"] is True
+    assert report["images"]["total"] == len(expected) and report["images"]["failed"] == 0
+    assert (store / "report.html").read_text().count("PASSED") >= 1
+    prom = (textfiles / "regwatch_drill.prom").read_text()
+    assert f'regwatch_drill_success{{store="{store.resolve()}"}} 1.0' in prom
+    assert f'regwatch_drill_images{{result="ok",store="{store.resolve()}"}} {float(len(expected))}' in prom
+
+    # skopeo reads the store through its own OCI layout transport and pushes the same manifest
+    third = make_registry()
+    subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", "--preserve-digests",
+                    f"oci:{store}:app:1.0", f"docker://{third.url.split('://')[1]}/copied:1"],
+                   check=True, capture_output=True, timeout=60)
+    with RegistryClient(third.url) as client:
+        assert client.head_manifest("copied", "1") == expected["app:1.0"]
+    umoci = subprocess.run(["umoci", "ls", "--layout", str(store)], capture_output=True, text=True, check=True)
+    assert set(umoci.stdout.split()) == set(expected)
+
+    # unchanged registry: the rerun downloads no blob (the registry's own access log says so)
+    before = len(blob_gets(registry.log_path))
+    assert before > 0
+    proc = run_drill("--backup", "--source", registry.url, "--store", store, env=creds)
+    assert proc.returncode == 0, proc.stderr
+    assert len(blob_gets(registry.log_path)) == before
+    report = json.loads((store / "report.json").read_text())
+    assert report["images"]["skipped"] == len(expected)
+    assert report["bytes"]["transferred"] == 0
+
+
+def test_restore_refuses_to_move_a_tag_unless_forced(make_registry, tmp_path):
+    source, dest = make_registry(), make_registry()
+    with RegistryClient(source.url) as src:
+        expected = populate(src)
+    store = tmp_path / "store"
+    assert run_drill("--backup", "--source", source.url, "--store", store).returncode == 0
+    with RegistryClient(dest.url) as dst:
+        populate(dst)  # same tags, other content
+        before = served(dst, expected)
+        proc = run_drill("--restore", "--dest", dest.url, "--store", store, "--dry-run")
+        assert proc.returncode == 1 and "pass --force" in proc.stderr and "app:1.0" in proc.stderr
+        assert served(dst, expected) == before  # nothing moved
+        proc = run_drill("--restore", "--dest", dest.url, "--store", store, "--force", "--dry-run")
+        assert proc.returncode == 0, proc.stderr
+        assert "multi:latest: would push" in proc.stdout
+        assert served(dst, expected) == before
+        proc = run_drill("--restore", "--dest", dest.url, "--store", store, "--force")
+        assert proc.returncode == 0, proc.stderr
+        assert served(dst, expected) == expected
+
+
+def test_bad_usage_exits_2(tmp_path):
+    proc = run_drill("--store", tmp_path / "s", "--source", "http://127.0.0.1:1")
+    assert proc.returncode == 2 and "--dest" in proc.stderr
+    proc = run_drill("--verify", "--store", tmp_path / "missing")
+    assert proc.returncode == 2 and "not an OCI image layout" in proc.stderr
+    proc = run_drill("--backup", "--source", "nosuchtarget", "--store", tmp_path / "s")
+    assert proc.returncode == 2 and "neither a registry URL" in proc.stderr
