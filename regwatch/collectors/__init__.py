@@ -29,6 +29,7 @@ COLLECTOR_MODULES = [
     "regwatch.collectors.probes",
     "regwatch.collectors.harbor",
     "regwatch.collectors.authlogs",
+    "regwatch.collectors.drill",
 ]
 
 

@@ -1,0 +1,46 @@
+"""The ``drill`` collector: serve exposes the last ``regwatch drill`` run's metrics, read from the
+report.json in ``drill.report_dir`` (the drill itself runs as a separate job, e.g. a CronJob).
+
+Example exposition::
+
+    # HELP regwatch_drill_success 1 if the last drill passed every phase, else 0.
+    # TYPE regwatch_drill_success gauge
+    regwatch_drill_success{store="/store"} 1.0
+    # HELP regwatch_drill_duration_seconds Duration of each phase of the last drill.
+    # TYPE regwatch_drill_duration_seconds gauge
+    regwatch_drill_duration_seconds{phase="backup",store="/store"} 12.5
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from prometheus_client.metrics_core import Metric
+
+from regwatch.collectors import Collector, Job, job_factory
+from regwatch.config import Config
+
+
+class DrillCollector(Collector):
+    name = "drill"
+
+    def __init__(self, report_dir: Path):
+        self.path = Path(report_dir) / "report.json"
+
+    def collect(self) -> Iterable[Metric]:
+        from regwatch.drill.report import families
+
+        try:
+            report = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no drill report at {self.path} yet; run `regwatch drill ... --report-dir "
+                                    f"{self.path.parent}` or fix drill.report_dir") from None
+        yield from families(report)
+
+
+@job_factory("drill", help="Metrics of the last DR drill, from drill.report_dir/report.json.")
+def drill_jobs(config: Config) -> Iterable[Job]:
+    if config.drill.report_dir is not None:
+        yield Job("drill", DrillCollector(config.drill.report_dir), 30.0, 10.0)
