@@ -83,3 +83,34 @@ def test_bad_usage_exits_2(tmp_path):
     assert proc.returncode == 2 and "not an OCI image layout" in proc.stderr
     proc = run_drill("--backup", "--source", "nosuchtarget", "--store", tmp_path / "s")
     assert proc.returncode == 2 and "neither a registry URL" in proc.stderr
+
+
+def test_docker_config_credentials_and_verify_against(registry, tmp_path):
+    import base64
+
+    from regwatch.images import build_image, push_image
+
+    with RegistryClient(registry.url, username="alice", password="alice-secret") as src:
+        expected = populate(src)
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    host = registry.url.split("://")[1]
+    (docker / "config.json").write_text(json.dumps(
+        {"auths": {host: {"auth": base64.b64encode(b"alice:alice-secret").decode()}}}))
+    env = {"DOCKER_CONFIG": str(docker), "REGWATCH_USERNAME": "", "REGWATCH_PASSWORD": ""}
+    store = tmp_path / "store"
+    proc = run_drill("--backup", "--source", registry.url, "--store", store, env=env)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_drill("--verify", "--store", store, "--against", registry.url, env=env)
+    assert proc.returncode == 0, proc.stderr
+    # the registry moves a tag: verify --against names exactly that image
+    with RegistryClient(registry.url, username="alice", password="alice-secret") as src:
+        moved = push_image(src, "multi", "latest", build_image([{"new": b"content"}]))
+    assert moved != expected["multi:latest"]
+    proc = run_drill("--verify", "--store", store, "--against", registry.url, env=env)
+    assert proc.returncode == 1
+    assert json.loads((store / "report.json").read_text())["failed_images"] == ["multi:latest"]
+    # without credentials the registry refuses, and the error says so per image
+    proc = run_drill("--verify", "--store", store, "--against", registry.url,
+                     env={"DOCKER_CONFIG": str(tmp_path), "REGWATCH_USERNAME": ""})
+    assert proc.returncode == 1 and "alice-secret" not in proc.stderr + proc.stdout
