@@ -26,7 +26,8 @@ BLOB = re.compile(r"/v2/.+/blobs/(sha256:[0-9a-f]{64})$")
 class CountingProxy:
     """Forwards to the registry; counts blob GETs per digest and slows each one down a little."""
 
-    def __init__(self, upstream: str, delay: float):
+    def __init__(self, upstream: str, delay: float = 0.0, corrupt: int = 0):
+        """``corrupt``: flip a byte in the first ``corrupt`` GET replies of each blob."""
         self.counts: Counter[str] = Counter()
         up = urlsplit(upstream)
         proxy = self
@@ -45,6 +46,8 @@ class CountingProxy:
                 conn.request(self.command, self.path, headers=headers)
                 resp = conn.getresponse()
                 body = resp.read()
+                if m and self.command == "GET" and proxy.counts[m.group(1)] <= corrupt and body:
+                    body = bytes([body[0] ^ 1]) + body[1:]
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("connection", "transfer-encoding", "content-length"):
@@ -110,3 +113,26 @@ def test_kill_9_then_resume(make_registry, tmp_path):
         assert report["images"]["total"] == len(tags)
     finally:
         proxy.close()
+
+
+def test_corrupt_transfer_is_retried_then_refused(make_registry, tmp_path):
+    reg = make_registry()
+    with RegistryClient(reg.url) as client:
+        digest = push_image(client, "app", "1", build_image([{"a": os.urandom(5000)}]))
+    flaky = CountingProxy(reg.url, corrupt=1)
+    broken = CountingProxy(reg.url, corrupt=99)
+    try:
+        proc = run_drill("--backup", "--source", flaky.url, "--store", tmp_path / "ok")
+        assert proc.returncode == 0, proc.stderr
+        assert set(flaky.counts.values()) == {2}  # config and layer: one corrupt reply, one retry each
+        assert run_drill("--verify", "--store", tmp_path / "ok").returncode == 0
+
+        proc = run_drill("--backup", "--source", broken.url, "--store", tmp_path / "bad")
+        assert proc.returncode == 1 and "FAILED backup app:1:" in proc.stderr
+        assert set(broken.counts.values()) == {3}
+        stored = {p.name for p in (tmp_path / "bad" / "blobs" / "sha256").iterdir()}
+        assert stored == set() and digest  # nothing corrupt (nor the manifest of an incomplete image) was kept
+        assert json.loads((tmp_path / "bad" / "index.json").read_text())["manifests"] == []
+    finally:
+        flaky.close()
+        broken.close()

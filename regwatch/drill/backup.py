@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from regwatch.client import RegistryClient, RegistryError
-from regwatch.drill.common import Once, PhaseResult, Progress, children, media_type_of
+from regwatch.drill.common import log, Once, PhaseResult, Progress, children, media_type_of
 from regwatch.drill.store import DigestMismatch, Store, descriptor, entry_repo_tag
 
 CHUNK = 1 << 20
+DOWNLOAD_ATTEMPTS = 3
 
 
 def select_repositories(client: RegistryClient, patterns: list[str]) -> list[str]:
@@ -118,9 +120,18 @@ class Backup:
         return self._download(repo, digest, size)
 
     def _download(self, repo: str, digest: str, size: int | None) -> int:
-        resp = self.client.get_blob(repo, digest)
-        with resp:
-            n = self.store.write_blob(digest, size, resp.iter_content(CHUNK))
+        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            try:
+                resp = self.client.get_blob(repo, digest)
+                with resp:
+                    n = self.store.write_blob(digest, size, resp.iter_content(CHUNK))
+                break
+            except (DigestMismatch, OSError) as exc:  # a connection cut mid-stream, a corrupted transfer
+                if attempt == DOWNLOAD_ATTEMPTS:
+                    raise
+                log.warning("drill backup: blob %s of %s: %s; retrying (%d/%d)", digest, repo, exc, attempt,
+                            DOWNLOAD_ATTEMPTS)
+                time.sleep(0.5 * 2 ** attempt)
         self.result.add(blobs_transferred=1, bytes_transferred=n)
         self.progress.advance(nbytes=n)
         return n
