@@ -99,7 +99,12 @@ def test_kill_9_then_resume(make_registry, tmp_path):
         check = run_drill("--verify", "--store", store, "--report-dir", tmp_path / "r1")
         assert check.returncode == 0, check.stderr
 
+        stale, live = blobs / ".tmp-abandoned", blobs / ".tmp-being-written"
+        stale.write_bytes(b"partial")
+        live.write_bytes(b"partial")
+        os.utime(stale, (time.time() - 7200, time.time() - 7200))
         again = run_drill("--backup", "--source", proxy.url, "--store", store, "--parallel", "1")
+        assert not stale.exists() and live.exists()  # an hour-old temp file is cleaned, a fresh one is not
         assert again.returncode == 0, again.stderr
         layers_finished = {d for d in finished if d in proxy.counts}
         assert layers_finished  # blobs (not only manifests) finished before the kill

@@ -33,6 +33,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 REPO_ANNOTATION = "io.regwatch.repository"
 TAG_ANNOTATION = "io.regwatch.tag"
 LAYOUT = {"imageLayoutVersion": "1.0.0"}
+STALE_AFTER = 3600.0
 
 
 class DigestMismatch(Exception):
@@ -67,10 +68,24 @@ class Store:
                 _fsync_write(self.root / "oci-layout", json.dumps(LAYOUT).encode())
             if not (self.root / "index.json").exists():
                 self.write_index([])
+            self._remove_stale_temp_files()
         elif not (self.root / "oci-layout").is_file() or not (self.root / "index.json").is_file():
             raise FileNotFoundError(
                 f"{self.root} is not an OCI image layout store (no oci-layout or index.json); "
                 "run `regwatch drill --backup --store DIR` first or pass the right --store")
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files a killed backup left behind; a live writer touches its file every chunk, so one
+        untouched for STALE_AFTER seconds belongs to nobody."""
+        import time
+
+        cutoff = time.time() - STALE_AFTER
+        for path in self.blob_dir.glob(".tmp-*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
 
     # ------------------------------------------------------------------ blobs
     def blob_path(self, digest: str) -> Path:
