@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 from regwatch.client import RegistryClient
@@ -114,3 +115,21 @@ def test_docker_config_credentials_and_verify_against(registry, tmp_path):
     proc = run_drill("--verify", "--store", store, "--against", registry.url,
                      env={"DOCKER_CONFIG": str(tmp_path), "REGWATCH_USERNAME": ""})
     assert proc.returncode == 1 and "alice-secret" not in proc.stderr + proc.stdout
+
+
+def test_progress_bar_on_a_tty_plain_lines_otherwise(make_registry, tmp_path):
+    import shlex
+    import sys
+
+    source = make_registry()
+    with RegistryClient(source.url) as src:
+        expected = populate(src)
+    cmd = shlex.join([sys.executable, "-m", "regwatch", "drill", "--backup", "--source", source.url,
+                      "--store", str(tmp_path / "tty")])
+    tty = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60)
+    assert tty.returncode == 0, tty.stdout
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", tty.stdout)
+    assert f"{len(expected)}/{len(expected)} images" in screen and "MB/s" in screen
+    plain = run_drill("--backup", "--source", source.url, "--store", tmp_path / "plain")
+    assert plain.returncode == 0 and "\x1b[" not in plain.stderr + plain.stdout
+    assert f'msg="drill backup done: {len(expected)} images' in plain.stderr

@@ -146,12 +146,12 @@ class Progress:
         self._start = self._last
         self._rich = None
         if enabled if enabled is not None else sys.stderr.isatty():
-            from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress as RichProgress,
-                                       TextColumn, TransferSpeedColumn)
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn
+
             self._rich = RichProgress(TextColumn(f"[bold]{phase}"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("images"), DownloadColumn(), TransferSpeedColumn(),
+                                      TextColumn("images  {task.fields[mb]:.1f} MB  {task.fields[rate]:.1f} MB/s"),
                                       transient=True)
-            self._task = self._rich.add_task(phase, total=total_images)
+            self._task = self._rich.add_task(phase, total=total_images, mb=0.0, rate=0.0)
             self._rich.start()
 
     def advance(self, images: int = 0, nbytes: int = 0) -> None:
@@ -160,7 +160,8 @@ class Progress:
             self.bytes += nbytes
             now = time.monotonic()
             if self._rich is not None:
-                self._rich.update(self._task, completed=self.images)
+                self._rich.update(self._task, completed=self.images, mb=self.bytes / 1e6,
+                                  rate=self.bytes / 1e6 / max(now - self._start, 1e-9))
             elif images and now - self._last >= 2.0:
                 self._last = now
                 rate = self.bytes / max(now - self._start, 1e-9)
