@@ -38,8 +38,31 @@ def push_signature(client: RegistryClient, repo: str, subject_digest: str) -> st
     return sha256_digest(manifest)
 
 
+def push_referrers_tag(client: RegistryClient, repo: str, subject_digest: str, subject_size: int) -> str:
+    """OCI 1.1 referrers tag schema (distribution-spec "fallback"): an in-toto attestation artifact with a
+    ``subject``, listed by an index tagged ``sha256-<hex>`` (the API registries without /referrers use)."""
+    empty = Blob(b"{}", "application/vnd.oci.empty.v1+json")
+    statement = Blob(json.dumps({"_type": "https://in-toto.io/Statement/v1", "nonce": os.urandom(8).hex()}).encode(),
+                     "application/vnd.in-toto+json")
+    for blob in (empty, statement):
+        client.push_blob(repo, blob.digest, blob.data, len(blob.data))
+    artifact = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
+                           "artifactType": "application/vnd.in-toto+json", "config": empty.descriptor(),
+                           "layers": [statement.descriptor()],
+                           "subject": {"mediaType": MEDIA_OCI_MANIFEST, "digest": subject_digest,
+                                       "size": subject_size}}).encode()
+    client.put_manifest(repo, sha256_digest(artifact), artifact, MEDIA_OCI_MANIFEST)
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": [{"mediaType": MEDIA_OCI_MANIFEST, "digest": sha256_digest(artifact),
+                                       "size": len(artifact), "artifactType": "application/vnd.in-toto+json"}]}
+                       ).encode()
+    client.put_manifest(repo, "sha256-" + subject_digest.split(":", 1)[1], index,
+                        "application/vnd.oci.image.index.v1+json")
+    return sha256_digest(index)
+
+
 def populate(client: RegistryClient) -> dict[str, str]:
-    """app:1.0 (single-arch), its cosign signature tag, multi:latest (amd64+arm64 index) sharing the base
+    """app:1.0 (single-arch), its cosign signature tag, an OCI referrers-tag-schema attestation, multi:latest (amd64+arm64 index) sharing the base
     layer. Returns {"repo:tag": manifest digest}."""
     app = build_image([BASE, {"app/bin": os.urandom(4096)}])
     amd = build_image([BASE, {"amd": os.urandom(3000)}], architecture="amd64")
@@ -47,6 +70,7 @@ def populate(client: RegistryClient) -> dict[str, str]:
     expected = {"app:1.0": push_image(client, "app", "1.0", app)}
     sig_tag = "sha256-" + app.digest.split(":", 1)[1] + ".sig"
     expected[f"app:{sig_tag}"] = push_signature(client, "app", app.digest)
+    expected[f"app:{sig_tag[:-4]}"] = push_referrers_tag(client, "app", app.digest, len(app.manifest))
     expected["multi:latest"] = push_index(client, "multi", "latest", build_index([amd, arm]))
     return expected
 
