@@ -133,3 +133,23 @@ def test_progress_bar_on_a_tty_plain_lines_otherwise(make_registry, tmp_path):
     plain = run_drill("--backup", "--source", source.url, "--store", tmp_path / "plain")
     assert plain.returncode == 0 and "\x1b[" not in plain.stderr + plain.stdout
     assert f'msg="drill backup done: {len(expected)} images' in plain.stderr
+
+
+def test_restore_uploads_a_shared_layer_once_and_mounts_it(make_registry, tmp_path):
+    from regwatch.images import gzip_layer, tar_layer
+    from tests.drill_helpers import BASE
+
+    source, dest = make_registry(), make_registry()
+    with RegistryClient(source.url) as src:
+        expected = populate(src)
+    store = tmp_path / "store"
+    assert run_drill("--backup", "--source", source.url, "--store", store).returncode == 0
+    proc = run_drill("--restore", "--dest", dest.url, "--store", store, "--parallel", "1")
+    assert proc.returncode == 0, proc.stderr
+    with RegistryClient(dest.url) as dst:
+        assert served(dst, expected) == expected
+    hexd = gzip_layer(tar_layer(BASE)).digest.split(":")[1]  # the layer app and both multi platforms share
+    log = dest.log_path.read_text(errors="replace")
+    uploads = re.findall(rf'"PUT /v2/[^ ]+/blobs/uploads/[^ "]*digest=sha256%3A{hexd}[^ "]* HTTP/1.1" 201', log)
+    mounts = re.findall(rf'"POST /v2/[^ ]+/blobs/uploads/\?[^ "]*mount=sha256%3A{hexd}[^ "]* HTTP/1.1" 201', log)
+    assert len(uploads) == 1 and len(mounts) == 1, (uploads, mounts)
