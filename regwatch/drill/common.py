@@ -104,6 +104,10 @@ class PhaseResult:
             self.failures.append(Failure(image, message))
         log.error("drill %s: %s: %s", self.phase, image, message)
 
+    def change(self, line: str) -> None:
+        with self._lock:
+            self.changes.append(line)
+
     def add(self, **counts: int) -> None:
         with self._lock:
             for key, value in counts.items():

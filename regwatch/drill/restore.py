@@ -63,9 +63,7 @@ class Restore:
                 res.fail(name, f"the destination tag points to {current}, the store has {digest}; "
                                "pass --force to move the tag, or restore into an empty registry")
             elif self.dry_run:
-                with res._lock:
-                    res.changes.append(f"{name}: would push {digest}" +
-                                       (f" (moving the tag from {current})" if current else ""))
+                res.change(f"{name}: would push {digest}" + (f" (moving the tag from {current})" if current else ""))
             else:
                 self._push_tree(repo, digest, desc.get("mediaType", ""))
                 self.client.put_manifest(repo, tag or digest, self.store.read_blob(digest),
