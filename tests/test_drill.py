@@ -153,3 +153,24 @@ def test_restore_uploads_a_shared_layer_once_and_mounts_it(make_registry, tmp_pa
     uploads = re.findall(rf'"PUT /v2/[^ ]+/blobs/uploads/[^ "]*digest=sha256%3A{hexd}[^ "]* HTTP/1.1" 201', log)
     mounts = re.findall(rf'"POST /v2/[^ ]+/blobs/uploads/\?[^ "]*mount=sha256%3A{hexd}[^ "]* HTTP/1.1" 201', log)
     assert len(uploads) == 1 and len(mounts) == 1, (uploads, mounts)
+
+
+def test_big_blobs_are_restored_in_chunks(make_registry, tmp_path, monkeypatch):
+    from regwatch.drill import restore as restore_mod
+    from regwatch.drill.backup import backup
+    from regwatch.drill.store import Store
+
+    source, dest = make_registry(), make_registry()
+    with RegistryClient(source.url) as src:
+        expected = populate(src)
+        store = Store(tmp_path / "store", create=True)
+        assert backup(src, store, []).ok
+    monkeypatch.setattr(restore_mod, "CHUNKED_ABOVE", 3000)
+    monkeypatch.setattr(restore_mod, "CHUNK_SIZE", 1024)
+    with RegistryClient(dest.url) as dst:
+        assert restore_mod.restore(dst, store, parallel=1).ok
+        assert served(dst, expected) == expected
+    big = [p.stat().st_size for p in store.blob_dir.iterdir() if p.stat().st_size > 3000]
+    patches = re.findall(r'"PATCH /v2/[^ ]+/blobs/uploads/[^ ]* HTTP/1.1" 202', dest.log_path.read_text())
+    # each distinct big blob is uploaded once (a second repository mounts it): one PATCH per started KiB
+    assert big and len(patches) == sum(-(-size // 1024) for size in big)
