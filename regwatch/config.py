@@ -197,6 +197,9 @@ class ElasticsearchConfig(SecretRefs):
     timestamp_field: str = "@timestamp"
     overlap: Duration = 300.0
     timeout: Duration = 10.0
+    # Which official client major talks to the cluster: "auto" reads the version from GET / (needs the
+    # monitor cluster privilege); 8 uses the 8.x client (elasticsearch8 or elasticsearch<9), 9 the 9.x one.
+    client_major: Literal["auto", 8, 9] = "auto"
 
 
 class AuthLogConfig(Strict):

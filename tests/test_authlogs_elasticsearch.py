@@ -4,24 +4,48 @@ Documents are ECS-shaped access-log events as Filebeat's nginx module produces t
 test indexes them itself, so the expected counts are its own; late documents (timestamps
 inside the overlap window, indexed after a run) must be counted once, re-runs count nothing
 twice, and more than one page of hits is followed.
+
+Each counting test runs twice: against a fake ES 8 and a fake ES 9, which refuse a client of
+the wrong major the way Elasticsearch's REST compatibility check does. regwatch must read the
+cluster's version and pick the matching official client (``elasticsearch8`` 8.x for ES 8, the
+``elasticsearch`` 9.x package for ES 9, both installed by the ``test`` extra); the
+``compatible-with`` major of every request the fake accepted shows which client did the work.
 """
 
 from __future__ import annotations
 
+import base64
+import sys
 import time
 
 import pytest
 
 from regwatch.config import parse_config
-from regwatch.logs.elasticsearch import PAGE_SIZE, ElasticsearchCollector
+from regwatch.logs.elasticsearch import PAGE_SIZE, ElasticsearchCollector, ElasticsearchSetupError
 from tests.fakes.elasticsearch import FakeElasticsearch
+
+PASSWORD = "es-secret-pw"
+BASIC = "Basic " + base64.b64encode(f"regwatch:{PASSWORD}".encode()).decode()
 
 
 @pytest.fixture
-def es():
-    server = FakeElasticsearch()
-    yield server
-    server.stop()
+def start_es():
+    servers = []
+
+    def start(major: int, **kwargs) -> FakeElasticsearch:
+        servers.append(FakeElasticsearch(major, **kwargs))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(params=[8, 9], ids=["es8", "es9"])
+def es(request, start_es, monkeypatch):
+    """A fake ES of each major that wants regwatch's Basic credentials on every request."""
+    monkeypatch.setenv("REGWATCH_TEST_ES_PASSWORD", PASSWORD)
+    return start_es(request.param, authorization=BASIC)
 
 
 def event(ts_ms: int, status: int, user: str | None = "alice", path: str = "/v2/lib/app/manifests/v1") -> dict:
@@ -33,6 +57,8 @@ def event(ts_ms: int, status: int, user: str | None = "alice", path: str = "/v2/
 
 
 def make(es, tmp_path, **extra) -> ElasticsearchCollector:
+    if es.authorization == BASIC:
+        extra = {"username": "regwatch", "password_env": "REGWATCH_TEST_ES_PASSWORD", **extra}
     config = parse_config({"auth_logs": [{"name": "elk", "start_at": "beginning",
                                           "positions_file": str(tmp_path / "es-positions.json"),
                                           "elasticsearch": {"url": es.url, "index": "filebeat-*,logs-*",
@@ -67,6 +93,10 @@ def test_counts_incrementally_with_late_documents_once(es, tmp_path):
     restarted = make(es, tmp_path)
     assert totals(restarted) == (n, 5)
     assert ("DELETE", "/_pit") in es.requests  # every point in time is closed
+    assert not es.pits
+    # the version probe (plain JSON, any major answers it) and then only the matching client
+    assert es.compat.count(None) == 2 and set(es.compat) == {None, es.major}
+    assert not es.refused
 
 
 def test_more_than_one_page(es, tmp_path):
@@ -75,6 +105,9 @@ def test_more_than_one_page(es, tmp_path):
     for i in range(total):
         es.index("logs-registry", f"d{i}", event(now - 100_000 + (i // 3), 401 if i % 50 == 0 else 200))
     assert totals(make(es, tmp_path)) == (total, len(range(0, total, 50)))
+    assert set(es.compat) == {None, es.major}
+    pages = -(-total // PAGE_SIZE) + 1  # attempts over 3 pages; the 41 failures fit in one
+    assert es.requests.count(("POST", "/_search")) == pages
 
 
 def test_unreachable_cluster_is_a_clear_error(tmp_path):
@@ -84,3 +117,58 @@ def test_unreachable_cluster_is_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="check auth_logs\\[\\].elasticsearch"):
         collector.collect()
     assert collector.errors["query"] == 1
+
+
+def test_es8_refuses_the_9x_client_and_the_error_says_so(start_es, tmp_path):
+    es = start_es(8)
+    es.index("logs-registry", "b", event(int(time.time() * 1000) - 1000, 401))
+    collector = make(es, tmp_path, client_major=9)
+    with pytest.raises(RuntimeError, match="media_type_header_exception") as info:
+        collector.collect()
+    assert "client_major" in str(info.value)
+    assert es.refused and "Accept version must be either version 8 or 7, but found 9" in es.refused[0]
+    assert collector.errors["query"] == 1
+    # the same cluster with the 8.x client chosen explicitly: no version probe, counted
+    assert totals(make(es, tmp_path, client_major=8)) == (1, 1)
+    assert ("GET", "/") not in es.requests
+
+
+def test_es9_accepts_the_8x_client_through_rest_compatibility(start_es, tmp_path):
+    es = start_es(9)
+    es.index("logs-registry", "b", event(int(time.time() * 1000) - 1000, 401))
+    assert totals(make(es, tmp_path, client_major=8)) == (1, 1)
+    assert set(es.compat) == {8}
+
+
+def test_es8_without_the_8x_client_tells_what_to_install(start_es, tmp_path, monkeypatch):
+    es = start_es(8)
+    monkeypatch.setitem(sys.modules, "elasticsearch8", None)  # as if elasticsearch8 were not installed
+    collector = make(es, tmp_path)
+    with pytest.raises(ElasticsearchSetupError) as info:
+        collector.collect()
+    message = str(info.value)
+    assert "runs Elasticsearch 8.19.3, which needs the 8.x client" in message
+    assert "installed clients: 9.x (elasticsearch)" in message
+    assert "pip install 'elasticsearch>=8.12,<9'" in message and "'elasticsearch8>=8.12,<9'" in message
+    assert es.requests == [("GET", "/")]  # nothing was sent that ES 8 would refuse
+    assert collector.errors["query"] == 1
+
+
+def test_version_probe_forbidden_then_allowed_and_api_key_sent(start_es, tmp_path, monkeypatch):
+    monkeypatch.setenv("REGWATCH_TEST_ES_KEY", "a2V5LWlkOmtleS1zZWNyZXQ=")
+    es = start_es(8, root_status=403, authorization="ApiKey a2V5LWlkOmtleS1zZWNyZXQ=")
+    es.index("logs-registry", "b", event(int(time.time() * 1000) - 1000, 401))
+    collector = make(es, tmp_path, api_key_env="REGWATCH_TEST_ES_KEY")
+    with pytest.raises(ElasticsearchSetupError, match="monitor cluster privilege.*client_major to 8 or 9") as info:
+        collector.collect()
+    assert "a2V5" not in str(info.value)  # the key is not in the message
+    assert "answered 403" in str(info.value) and es.compat == [None]  # the probe carried the key: not a 401
+    es.root_status = 200  # privilege granted: the next run reads the version again and counts
+    assert totals(collector) == (1, 1)
+    assert set(es.compat) == {None, 8}
+
+
+def test_unsupported_cluster_version(start_es, tmp_path):
+    es = start_es(7, version="7.17.25")
+    with pytest.raises(ElasticsearchSetupError, match="runs Elasticsearch 7.17.25; regwatch reads 8.x and 9.x"):
+        make(es, tmp_path).collect()

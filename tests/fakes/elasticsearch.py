@@ -8,10 +8,27 @@ Follows the Elasticsearch 8.x/9.x REST API reference for exactly these requests:
   "_score": null, "sort": [...]}]}}``; a PIT search sorts with an implicit ``_shard_doc``
   tiebreaker appended to each hit's ``sort``
 * ``DELETE /_pit`` with ``{"id": ...}`` -> ``{"succeeded": true, "num_freed": 1}``
+* ``GET /`` -> ``{"name", "cluster_name", "version": {"number": "<major>.x.y", ...}, "tagline"}``
+  (the info API; with security on it needs the ``monitor`` cluster privilege, else 403
+  ``security_exception``, which ``root_status=403`` imitates)
+
+With ``authorization`` set (the exact ``Authorization`` header value expected, ``Basic ...`` or
+``ApiKey ...``), any other request gets 401 ``security_exception`` with a ``WWW-Authenticate``
+challenge, after the media-type check (which Elasticsearch does while parsing the request).
+
+The fake is an 8.x or a 9.x server (``major``). REST API compatibility is checked the way
+Elasticsearch's ``RestCompatibleVersionHelper`` does it: the ``compatible-with=N`` parameter of
+the ``Accept`` and (with a body) ``Content-Type`` media types must be the server's major or the
+one before (ES 9: 9 or 8; ES 8: 8 or 7), the two must agree, and a versioned header needs a
+versioned partner; otherwise 400 ``media_type_header_exception`` "Invalid media-type value on
+headers [Accept, Content-Type]" caused by a ``status_exception`` such as "Accept version must be
+either version 8 or 7, but found 9". The official client N.x sends
+``application/vnd.elasticsearch+json; compatible-with=N`` on both headers, so an ES 8 fake
+refuses the 9.x client exactly as a real ES 8 does. A plain ``application/json`` request is
+answered in ``application/json``; a compatible one in the vendor media type.
 
 Every response carries ``X-Elastic-Product: Elasticsearch`` (the official client refuses a
-server without it) and the vendor media type the client asked for. Queries support the
-clauses regwatch sends: bool (filter/must/should/must_not/minimum_should_match), range
+server without it). Queries support the clauses regwatch sends: bool (filter/must/should/must_not/minimum_should_match), range
 (``format: epoch_millis``), term, terms, prefix, exists, match_all. Index patterns are
 comma-separated globs. A PIT here sees documents added after it opened (real ES would not);
 regwatch opens a fresh PIT per run, so this does not change what it counts.
@@ -80,16 +97,48 @@ def matches(query: dict, doc: dict) -> bool:
     raise ValueError(f"unsupported query clause {kind}")
 
 
+_COMPAT = re.compile(r"compatible-with=(\d+)")
+VERSIONS = {8: "8.19.3", 9: "9.1.5"}
+
+
+def compat_error(major: int, accept: str | None, content_type: str | None, has_body: bool) -> str | None:
+    """Why Elasticsearch ``major`` refuses these headers (RestCompatibleVersionHelper), or None."""
+    a = _COMPAT.search(accept or "")
+    c = _COMPAT.search(content_type or "")
+    a_version = int(a.group(1)) if a else major
+    c_version = int(c.group(1)) if c else major
+    if not major - 1 <= a_version <= major:
+        return f"Accept version must be either version {major} or {major - 1}, but found {a_version}. Accept={accept}"
+    if has_body:
+        if not major - 1 <= c_version <= major:
+            return (f"Content-Type version must be either version {major} or {major - 1}, but found {c_version}. "
+                    f"Content-Type={content_type}")
+        if c_version != a_version:
+            return ("A compatible version is required on both Content-Type and Accept headers if either one has "
+                    "requested a compatible version and the compatible versions must match. "
+                    f"Accept={accept}, Content-Type={content_type}")
+        if bool(a) != bool(c):
+            return ("A compatible version is required on both Content-Type and Accept headers if either one has "
+                    f"requested a compatible version. Accept={accept}, Content-Type={content_type}")
+    return None
+
+
 class FakeElasticsearch:
-    def __init__(self, major: int = 9):
+    def __init__(self, major: int = 9, version: str | None = None, root_status: int = 200,
+                 authorization: str | None = None):
         self.major = major
+        self.authorization = authorization
+        self.version = version or VERSIONS[major]
+        self.root_status = root_status
         self.docs: list[dict] = []  # {"_index", "_id", "_source"}
         self.pits: dict[str, str] = {}
         self.requests: list[tuple[str, str]] = []
+        self.compat: list[int | None] = []  # compatible-with asked by each accepted request (None: plain JSON)
+        self.refused: list[str] = []  # the status_exception reason of each refused request
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def index(self, index: str, doc_id: str, source: dict) -> None:
         with self.lock:
@@ -121,11 +170,16 @@ class FakeElasticsearch:
             def log_message(self, *args):
                 pass
 
-            def _reply(self, status: int, payload: dict) -> None:
+            compat: int | None = None
+
+            def _reply(self, status: int, payload: dict, headers: dict | None = None) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("X-Elastic-Product", "Elasticsearch")
-                self.send_header("Content-Type", f"application/vnd.elasticsearch+json;compatible-with={fake.major}")
+                self.send_header("Content-Type", "application/json" if self.compat is None
+                                 else f"application/vnd.elasticsearch+json;compatible-with={self.compat}")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -134,12 +188,43 @@ class FakeElasticsearch:
                 length = int(self.headers.get("Content-Length") or 0)
                 return json.loads(self.rfile.read(length) or b"{}")
 
+            def _error(self, status: int, kind: str, reason: str, caused_by: dict | None = None,
+                       headers: dict | None = None) -> None:
+                error = {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason}
+                if caused_by:
+                    error["caused_by"] = caused_by
+                self._reply(status, {"error": error, "status": status}, headers)
+
             def _route(self, method: str) -> None:
                 parts = urlsplit(self.path)
                 fake.requests.append((method, parts.path))
+                self.compat = None
+                has_body = int(self.headers.get("Content-Length") or 0) > 0
                 body = self._body()
+                accept, content_type = self.headers.get("Accept"), self.headers.get("Content-Type")
+                if problem := compat_error(fake.major, accept, content_type, has_body):
+                    fake.refused.append(problem)
+                    return self._error(400, "media_type_header_exception",
+                                       "Invalid media-type value on headers [Accept, Content-Type]",
+                                       {"type": "status_exception", "reason": problem})
+                asked = _COMPAT.search(accept or "")
+                self.compat = int(asked.group(1)) if asked else None
+                if fake.authorization and self.headers.get("Authorization") != fake.authorization:
+                    reason = ("unable to authenticate with provided credentials" if self.headers.get("Authorization")
+                              else "missing authentication credentials")
+                    return self._error(401, "security_exception", f"{reason} for REST request [{parts.path}]",
+                                       headers={"WWW-Authenticate": 'Basic realm="security", ApiKey'})
+                fake.compat.append(self.compat)
                 if method == "GET" and parts.path == "/":
-                    return self._reply(200, {"version": {"number": f"{fake.major}.0.0"}, "tagline": "You Know, for Search"})
+                    if fake.root_status == 403:
+                        return self._error(403, "security_exception", "action [cluster:monitor/main] is "
+                                           "unauthorized for API key id [fake] of user [regwatch]")
+                    return self._reply(200, {
+                        "name": "es-fake-0", "cluster_name": "fake", "cluster_uuid": "fake-uuid",
+                        "version": {"number": fake.version, "build_flavor": "default", "build_type": "docker",
+                                    "minimum_wire_compatibility_version": f"{fake.major - 1}.19.0",
+                                    "minimum_index_compatibility_version": f"{fake.major - 1}.0.0"},
+                        "tagline": "You Know, for Search"})
                 if method == "POST" and (m := re.fullmatch(r"/([^/]+)/_pit", parts.path)):
                     if "keep_alive" not in parse_qs(parts.query):
                         return self._reply(400, {"error": "keep_alive is required", "status": 400})
