@@ -29,7 +29,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from types import ModuleType
-from urllib.parse import urlsplit
 
 from prometheus_client.metrics_core import Metric
 
@@ -96,15 +95,6 @@ def pick_client(server_version: str, clients: dict[int, ModuleType], where: str,
     have = ", ".join(f"{m}.x ({mod.__name__})" for m, mod in sorted(clients.items())) or "none"
     raise ElasticsearchSetupError(f"{where} runs Elasticsearch {server_version}, which needs the {major}.x "
                                   f"client; installed clients: {have}{note}. Install it: {INSTALL_HINT[major]}")
-
-
-def _public_url(url: str) -> str:
-    """``url`` without user:password, for messages."""
-    parts = urlsplit(url)
-    if not parts.hostname:
-        return url
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")).geturl()
 
 
 def _millis(value) -> int:
@@ -184,7 +174,7 @@ class ElasticsearchCollector(Collector):
 
     def _connect(self):
         """A client of the major the cluster needs (``client_major``, or read from ``GET /``)."""
-        cfg, where = self.es_config, f"the cluster at {_public_url(self.es_config.url)}"
+        cfg, where = self.es_config, f"the cluster at {self.es_config.url}"  # config refuses credentials in url
         clients, broken = installed_clients()
         note = f" ({'; '.join(broken)})" if broken else ""
         if not clients:

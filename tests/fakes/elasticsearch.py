@@ -108,7 +108,8 @@ def compat_error(major: int, accept: str | None, content_type: str | None, has_b
     a_version = int(a.group(1)) if a else major
     c_version = int(c.group(1)) if c else major
     if not major - 1 <= a_version <= major:
-        return f"Accept version must be either version {major} or {major - 1}, but found {a_version}. Accept={accept}"
+        return (f"Accept version must be either version {major} or {major - 1}, but found {a_version}. "
+                f"Accept={accept}")
     if has_body:
         if not major - 1 <= c_version <= major:
             return (f"Content-Type version must be either version {major} or {major - 1}, but found {c_version}. "
