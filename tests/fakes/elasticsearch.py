@@ -28,7 +28,8 @@ refuses the 9.x client exactly as a real ES 8 does. A plain ``application/json``
 answered in ``application/json``; a compatible one in the vendor media type.
 
 Every response carries ``X-Elastic-Product: Elasticsearch`` (the official client refuses a
-server without it). Queries support the clauses regwatch sends: bool (filter/must/should/must_not/minimum_should_match), range
+server without it). Queries support the clauses regwatch sends: bool
+(filter/must/should/must_not/minimum_should_match), range
 (``format: epoch_millis``), term, terms, prefix, exists, match_all. Index patterns are
 comma-separated globs. A PIT here sees documents added after it opened (real ES would not);
 regwatch opens a fresh PIT per run, so this does not change what it counts.
