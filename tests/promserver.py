@@ -38,7 +38,16 @@ class PrometheusServer:
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         if not wait_for_port("127.0.0.1", self.port, 30, self.proc):
             raise RuntimeError(f"prometheus did not start:\n{self.log_path.read_text()[-3000:]}")
-        return self
+        # The port opens before the TSDB and rules are loaded; until then the API answers 503.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"prometheus did not become ready:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
