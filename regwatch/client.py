@@ -182,6 +182,7 @@ class RegistryClient:
     def for_target(cls, target: Any, **kwargs: Any) -> RegistryClient:
         """Build a client from a ``TargetConfig``."""
         kwargs.setdefault("pool_size", max(target.concurrency, 2))
+        kwargs.setdefault("timeout", target.timeout)
         return cls(
             target.url,
             name=target.name,
@@ -190,7 +191,6 @@ class RegistryClient:
             token=target.secret("token"),
             ca_file=str(target.tls.ca_file) if target.tls.ca_file else None,
             insecure_skip_verify=target.tls.insecure_skip_verify,
-            timeout=target.timeout,
             **kwargs,
         )
 
