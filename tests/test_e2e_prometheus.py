@@ -26,7 +26,7 @@ from regwatch.generate import alerts
 from regwatch.generate.options import AlertOptions
 from regwatch.images import build_image, push_image
 from regwatch.localregistry import LocalRegistry
-from tests.conftest import ServeProcess
+from tests.conftest import ServeProcess, regwatch_cmd
 from tests.promserver import PrometheusServer
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting the tmpfs the test fills needs root")
@@ -58,15 +58,23 @@ def stack(tmp_path_factory):
         rules_dir = tmp / "rules"
         rules_dir.mkdir()
         (rules_dir / alerts.RULES_FILE).write_text(alerts.dump(alerts.render_rules(AlertOptions(for_durations=FAST))))
+        scratch = LocalRegistry(tmp / "scratch", debug=False).start()
+        procs.append(scratch)
         config = tmp / "regwatch.yml"
         config.write_text(yaml.safe_dump({
             "targets": [{"name": "hub", "kind": "distribution", "url": registry.url, "debug_url": registry.debug_url,
                          "username": "alice", "password_file": str(tmp / "password"), "interval": "1s",
-                         "probes": [{"image": "library/alpine:3.20", "interval": "1s"}]}],
+                         "probes": [{"image": "library/alpine:3.20", "interval": "1s"}]},
+                        {"name": "scratch", "kind": "distribution", "url": scratch.url, "interval": "1s"}],
             "storage": [{"name": "registry-data", "path": str(data), "interval": "1s"}],
             "auth_logs": [{"name": "registry", "path": str(registry.log_path), "format": "distribution",
                            "positions_file": str(tmp / "positions.json")}],
+            "drill": {"report_dir": str(tmp / "store")},
         }))
+        # A real drill (backup, restore into the scratch registry, verify) so the DR panels have data.
+        drill = subprocess.run(regwatch_cmd("drill", "--config", str(config), "--source", "hub", "--dest", "scratch",
+                                            "--store", str(tmp / "store")), capture_output=True, text=True, timeout=120)
+        assert drill.returncode == 0, drill.stdout + drill.stderr
         serve = ServeProcess(config, log_path=tmp / "serve.log")
         procs.append(serve)
         serve.wait_ready()
