@@ -1,0 +1,172 @@
+"""The generated Grafana dashboards: drift, the two forms, the grafanalib fixes, and the queries.
+
+That every query returns data from a real Prometheus scraping a real serve is
+tests/test_e2e_prometheus.py; here promtool checks that each query parses, and each metric
+a query names must be one regwatch exports (or a recording rule the alerts generator writes).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from regwatch.generate import alerts, dashboards
+from regwatch.generate.options import AlertOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "dashboards"
+UIDS = ["regwatch-auth", "regwatch-drill", "regwatch-harbor", "regwatch-overview", "regwatch-probes",
+        "regwatch-target"]
+
+
+def walk(node):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+def panels(dashboard):
+    return [p for p in dashboards._walk(dashboard["panels"]) if p["type"] != "row"]
+
+
+def panel(dashboard, title):
+    return next(p for p in panels(dashboard) if p["title"] == title)
+
+
+def test_committed_dashboards_equal_the_generator_output(tmp_path):
+    subprocess.run([sys.executable, "-m", "regwatch", "generate", "dashboards", "--out", str(tmp_path)], check=True,
+                   capture_output=True)
+    generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.json"))
+    committed = sorted(p.relative_to(COMMITTED) for p in COMMITTED.rglob("*.json"))
+    assert generated == committed, "run `make generate` and commit dashboards/"
+    for rel in generated:
+        assert (tmp_path / rel).read_text() == (COMMITTED / rel).read_text(), f"dashboards/{rel} is stale"
+
+
+def test_uids_are_stable_and_each_file_is_named_after_its_uid():
+    for form in dashboards.FORMS:
+        rendered = dashboards.render_all(form)
+        assert sorted(d["uid"] for d in rendered.values()) == UIDS
+        for name, data in rendered.items():
+            assert name == f"{data['uid']}.json"
+            assert data["schemaVersion"] >= 36  # datasource refs as {type, uid} objects
+
+
+def test_import_form_is_the_export_for_sharing_externally_shape():
+    for data in dashboards.render_all("import").values():
+        assert [i["name"] for i in data["__inputs"]] == ["DS_PROMETHEUS"]
+        assert data["__inputs"][0]["pluginId"] == "prometheus"
+        requires = {(r["type"], r["id"]) for r in data["__requires"]}
+        used = {("panel", p["type"]) for p in panels(data)}
+        assert used <= requires, f"{data['uid']}: __requires lacks {used - requires}"
+        assert {("grafana", "grafana"), ("datasource", "prometheus")} <= requires
+        refs = [n["datasource"] for n in walk(data) if isinstance(n.get("datasource"), dict)]
+        assert refs and all(r == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"} for r in refs)
+        assert "${datasource}" not in dashboards.dump(data)
+
+
+def test_provisioning_form_selects_its_datasource_through_a_variable():
+    for data in dashboards.render_all("provisioning").values():
+        text = dashboards.dump(data)
+        assert "DS_PROMETHEUS" not in text and "__inputs" not in data and "__requires" not in data
+        variables = {v["name"]: v for v in data["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+        refs = [n["datasource"] for n in walk(data) if isinstance(n.get("datasource"), dict)]
+        assert refs and all(r == {"type": "prometheus", "uid": "${datasource}"} for r in refs)
+        for p in panels(data):
+            assert p["datasource"]["uid"] == "${datasource}"
+            assert all(t["datasource"]["uid"] == "${datasource}" for t in p["targets"])
+
+
+def test_template_variables_job_and_target():
+    for data in dashboards.render_all("provisioning").values():
+        variables = {v["name"]: v for v in data["templating"]["list"]}
+        assert variables["job"]["query"] == "label_values(regwatch_build_info, job)"
+        exprs = " ".join(expr for _, _, expr in dashboards.panel_queries(data))
+        assert "$job" in exprs
+        if "$target" in exprs:
+            assert variables["target"]["query"] == 'label_values(regwatch_target_up{job=~"$job"}, target)'
+            assert variables["target"]["includeAll"] and variables["target"]["allValue"] == ".+"
+
+
+def test_grafanalib_traps_are_fixed_in_every_panel():
+    for data in dashboards.render_all("import").values():
+        for p in panels(data):
+            where = f"{data['uid']} / {p['title']}"
+            assert "maxDataPoints" not in p, where
+            defaults = p["fieldConfig"]["defaults"]
+            assert defaults["unit"], where
+            steps = defaults["thresholds"]["steps"]
+            assert steps[0]["value"] is None, f"{where}: base step must be JSON null, not {steps[0]['value']!r}"
+            assert all(isinstance(s["value"], float | int) for s in steps[1:]), where
+            assert p["gridPos"]["w"] > 0 and p["targets"], where
+            if p["type"] in ("gauge", "stat"):
+                reduce = p["options"]["reduceOptions"]
+                assert reduce["calcs"] and reduce["values"] is False, where
+
+
+def test_thresholds_are_drawn_at_the_alert_values_and_follow_the_options():
+    def red(data, title):
+        steps = panel(data, title)["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        return next(s["value"] for s in steps if s["color"] == "red" and s["value"] is not None)
+
+    for options in (AlertOptions(), AlertOptions(storage_threshold=0.9, pull_latency_threshold=0.8,
+                                                 auth_failure_threshold=0.05)):
+        overview = dashboards.render_all("import", options)["regwatch-overview.json"]
+        assert red(overview, "Storage used") == options.storage_threshold
+        assert red(overview, "Pull latency (probes)") == options.pull_latency_threshold
+        assert red(overview, "Authentication failure ratio") == options.auth_failure_threshold
+        assert panel(overview, "Storage used")["fieldConfig"]["defaults"]["unit"] == "percentunit"
+        assert panel(overview, "Pull latency (probes)")["fieldConfig"]["defaults"]["unit"] == "s"
+        assert panel(overview, "Pull latency (probes)")["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"] == {
+            "mode": "line"}
+
+
+def test_probe_phases_are_stacked_without_double_counting_the_first_byte():
+    probes = dashboards.render_all("import")["regwatch-probes.json"]
+    phases = next(p for p in panels(probes) if p["title"].startswith("Where the time goes"))
+    assert phases["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+    assert 'phase!="blob_first_byte"' in phases["targets"][0]["expr"]
+
+
+SUBSTITUTE = {"$job": ".+", "$target": ".+", "$__rate_interval": "1m"}
+
+
+def test_every_query_parses_with_promtool(tmp_path):
+    rules = []
+    for data in dashboards.render_all("provisioning").values():
+        for uid, title, expr in dashboards.panel_queries(data):
+            for var, value in SUBSTITUTE.items():
+                expr = expr.replace(var, value)
+            rules.append({"record": f"check:{len(rules)}", "expr": expr})
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}))
+    run = subprocess.run(["promtool", "check", "rules", "queries.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in run.stdout
+
+
+def test_every_metric_a_panel_queries_is_one_regwatch_exports():
+    code = "\n".join(p.read_text() for p in (ROOT / "regwatch").rglob("*.py") if "generate" not in p.parts)
+    records = {r["record"] for r in alerts.render_rules()["groups"][0]["rules"]}
+    for data in dashboards.render_all("provisioning").values():
+        for uid, title, expr in dashboards.panel_queries(data):
+            for name in re.findall(r"\b([a-z_]+:regwatch_[a-z0-9_:]+|regwatch_[a-z0-9_]+)", expr):
+                if name in records:
+                    continue
+                base = re.sub(r"_(total|bucket|count|sum)$", "", name)
+                assert f'"{base}' in code or f'"{name}"' in code, f"{uid} / {title}: {name} is not exported"
+
+
+@pytest.mark.parametrize("form", ["bogus"])
+def test_unknown_form_is_refused(form):
+    with pytest.raises(ValueError, match="form must be one of"):
+        dashboards.render_all(form)
