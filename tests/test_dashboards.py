@@ -7,6 +7,7 @@ a query names must be one regwatch exports (or a recording rule the alerts gener
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from regwatch.generate import alerts, dashboards
-from regwatch.generate.options import AlertOptions
+from regwatch.generate.options import AUTH_FAILURE_RATIO, CACHE_HIT_RATIO, PULL_LATENCY_QUANTILE, AlertOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "dashboards"
@@ -43,13 +44,29 @@ def panel(dashboard, title):
 
 
 def test_committed_dashboards_equal_the_generator_output(tmp_path):
-    subprocess.run([sys.executable, "-m", "regwatch", "generate", "dashboards", "--out", str(tmp_path)], check=True,
-                   capture_output=True)
+    written = dashboards.write_all(tmp_path)
     generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.json"))
     committed = sorted(p.relative_to(COMMITTED) for p in COMMITTED.rglob("*.json"))
-    assert generated == committed, "run `make generate` and commit dashboards/"
+    assert sorted(p.relative_to(tmp_path) for p in written) == generated
+    assert generated == committed, "regenerate (`regwatch generate dashboards`) and commit dashboards/"
     for rel in generated:
-        assert (tmp_path / rel).read_text() == (COMMITTED / rel).read_text(), f"dashboards/{rel} is stale"
+        assert (tmp_path / rel).read_bytes() == (COMMITTED / rel).read_bytes(), f"dashboards/{rel} is stale"
+
+
+def test_write_all_is_deterministic_and_removes_stale_generated_files(tmp_path):
+    (tmp_path / "provisioning").mkdir()
+    stale = [tmp_path / "regwatch-old.json", tmp_path / "provisioning" / "regwatch-old.json"]
+    keep = tmp_path / "my-own.json"
+    for path in [*stale, keep]:
+        path.write_text("{}\n")
+    first = {p: p.read_bytes() for p in dashboards.write_all(tmp_path)}
+    assert not any(p.exists() for p in stale) and keep.read_text() == "{}\n"
+    assert {p: p.read_bytes() for p in dashboards.write_all(tmp_path)} == first
+    for path, text in first.items():
+        data = json.loads(text)
+        assert text.decode() == json.dumps(data, indent=2, sort_keys=True) + "\n", path
+        form = "provisioning" if path.parent.name == "provisioning" else "import"
+        assert data == dashboards.render_all(form)[path.name]
 
 
 def test_uids_are_stable_and_each_file_is_named_after_its_uid():
@@ -90,6 +107,10 @@ def test_provisioning_form_selects_its_datasource_through_a_variable():
 def test_template_variables_job_and_target():
     for data in dashboards.render_all("provisioning").values():
         variables = {v["name"]: v for v in data["templating"]["list"]}
+        for name in ("job", "target"):
+            if name in variables:
+                assert variables[name]["multi"] and variables[name]["includeAll"]
+                assert variables[name]["current"]["value"] == ["$__all"]
         assert variables["job"]["query"] == "label_values(regwatch_build_info, job)"
         exprs = " ".join(expr for _, _, expr in dashboards.panel_queries(data))
         assert "$job" in exprs
@@ -119,12 +140,29 @@ def test_thresholds_are_drawn_at_the_alert_values_and_follow_the_options():
         steps = panel(data, title)["fieldConfig"]["defaults"]["thresholds"]["steps"]
         return next(s["value"] for s in steps if s["color"] == "red" and s["value"] is not None)
 
-    for options in (AlertOptions(), AlertOptions(storage_threshold=0.9, pull_latency_threshold=0.8,
-                                                 auth_failure_threshold=0.05)):
+    def green(data, title):
+        steps = panel(data, title)["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        return next(s["value"] for s in steps if s["color"] == "green" and s["value"] is not None)
+
+    changed = AlertOptions(storage_threshold=0.9, pull_latency_threshold=0.8, auth_failure_threshold=0.05,
+                           cache_hit_ratio_threshold=0.3, drill_max_age_hours=50, tls_warning_days=30,
+                           tls_critical_days=5, gc_max_age_days=2, robot_expiry_days=20)
+    for options in (AlertOptions(), changed):
         overview = dashboards.render_all("import", options)["regwatch-overview.json"]
         assert red(overview, "Storage used") == options.storage_threshold
         assert red(overview, "Pull latency (probes)") == options.pull_latency_threshold
         assert red(overview, "Authentication failure ratio") == options.auth_failure_threshold
+        assert green(overview, "Proxy cache hit ratio") == options.cache_hit_ratio_threshold
+        assert red(overview, "Storage used and 24h forecast") == options.storage_threshold
+        assert red(overview, "Since the last passing drill") == options.drill_max_age_hours * 3600
+        rendered = dashboards.render_all("import", options)
+        probes, harbor = rendered["regwatch-probes.json"], rendered["regwatch-harbor.json"]
+        assert red(probes, "Pull latency p50 / p95 / p99") == options.pull_latency_threshold
+        tls = panel(probes, "TLS certificate expires in")["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert [s["value"] for s in tls[1:]] == [options.tls_critical_days * 86400, options.tls_warning_days * 86400]
+        assert red(harbor, "Since the last successful GC") == options.gc_max_age_days * 86400
+        assert green(harbor, "Robot accounts expiring") == options.robot_expiry_days * 86400
+        assert red(rendered["regwatch-auth.json"], "Failure ratio") == options.auth_failure_threshold
         assert panel(overview, "Storage used")["fieldConfig"]["defaults"]["unit"] == "percentunit"
         assert panel(overview, "Pull latency (probes)")["fieldConfig"]["defaults"]["unit"] == "s"
         assert panel(overview, "Pull latency (probes)")["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"] == {
@@ -155,15 +193,48 @@ def test_every_query_parses_with_promtool(tmp_path):
 
 
 def test_every_metric_a_panel_queries_is_one_regwatch_exports():
+    # The collectors' code and docstrings (their example exposition) name every metric they export;
+    # the generators themselves do not count.
     code = "\n".join(p.read_text() for p in (ROOT / "regwatch").rglob("*.py") if "generate" not in p.parts)
     records = {r["record"] for r in alerts.render_rules()["groups"][0]["rules"]}
+    assert {PULL_LATENCY_QUANTILE, AUTH_FAILURE_RATIO, CACHE_HIT_RATIO} <= records
+    names = set()
     for data in dashboards.render_all("provisioning").values():
         for uid, title, expr in dashboards.panel_queries(data):
             for name in re.findall(r"\b([a-z_]+:regwatch_[a-z0-9_:]+|regwatch_[a-z0-9_]+)", expr):
+                names.add(name)
                 if name in records:
                     continue
                 base = re.sub(r"_(total|bucket|count|sum)$", "", name)
-                assert f'"{base}' in code or f'"{name}"' in code, f"{uid} / {title}: {name} is not exported"
+                assert re.search(rf"\b{base}(_total)?\b", code), f"{uid} / {title}: {name} is not exported"
+    assert {"regwatch_target_up", "regwatch_storage_used_ratio", AUTH_FAILURE_RATIO} <= names
+
+
+def test_queries_use_only_the_dashboard_variables():
+    allowed = {"$job", "$target", "$__rate_interval"}
+    for data in dashboards.render_all("import").values():
+        for uid, title, expr in dashboards.panel_queries(data):
+            assert set(re.findall(r"\$\w+", expr)) <= allowed, f"{uid} / {title}: {expr}"
+
+
+def test_panel_queries_reach_into_collapsed_rows():
+    dashboard = {"uid": "u", "panels": [
+        {"type": "timeseries", "title": "top", "targets": [{"expr": "up"}]},
+        {"type": "row", "title": "r", "collapsed": True,
+         "panels": [{"type": "stat", "title": "inner", "targets": [{"expr": "a"}, {"expr": "b"}]}]}]}
+    assert dashboards.panel_queries(dashboard) == [("u", "top", "up"), ("u", "inner", "a"), ("u", "inner", "b")]
+
+
+def test_needs_names_real_panels_and_is_filled_without_rendering_first():
+    dashboards.NEEDS.clear()
+    assert dashboards.needs("regwatch-harbor", "Components") == dashboards.HARBOR
+    rendered = dashboards.render_all("import")
+    titles = {(d["uid"], p["title"]) for d in rendered.values() for p in panels(d)}
+    assert set(dashboards.NEEDS) <= titles
+    # What a plain distribution registry with probes, storage and auth logs serves is not excused.
+    for uid, title in [("regwatch-overview", "Targets up"), ("regwatch-overview", "Storage used"),
+                       ("regwatch-overview", "Pull latency (probes)"), ("regwatch-auth", "Failure ratio")]:
+        assert dashboards.needs(uid, title) is None, (uid, title)
 
 
 @pytest.mark.parametrize("form", ["bogus"])

@@ -54,7 +54,9 @@ NEEDS: dict[tuple[str, str], str] = {}
 
 def needs(uid: str, title: str) -> str | None:
     """Why the panel ``title`` of dashboard ``uid`` can be empty on a plain registry, or None."""
-    return NEEDS.get((uid, title)) or NEEDS.get((uid, "*"))
+    if not NEEDS:  # filled while the dashboards are built
+        render_all()
+    return NEEDS.get((uid, title))
 
 
 # --- the one place that extends grafanalib -------------------------------------------------------
@@ -410,7 +412,9 @@ def _dashboard_json(uid: str, title: str, build: Any, with_target: bool, form: s
         data.pop(key, None)
     for variable in data["templating"]["list"]:
         if variable["type"] == "query":
-            variable["definition"] = variable["query"]
+            # What Grafana saves for a multi-value "All" selection; re-read labels on a time change.
+            variable.update(definition=variable["query"], refresh=2,
+                            current={"selected": True, "text": ["All"], "value": ["$__all"]})
     if form == "import":
         data["__inputs"] = [{"name": "DS_PROMETHEUS", "label": "Prometheus", "description": "",
                              "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}]
