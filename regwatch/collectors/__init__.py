@@ -30,6 +30,7 @@ COLLECTOR_MODULES = [
     "regwatch.collectors.harbor",
     "regwatch.collectors.authlogs",
     "regwatch.collectors.drill",
+    "regwatch.collectors.proxycache",
 ]
 
 

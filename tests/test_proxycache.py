@@ -1,0 +1,171 @@
+"""Pull-through cache hit rate, against a real docker-registry in proxy mode in front of another.
+
+The test keeps its own model of the cache: the (repository, digest) pairs the proxy has
+stored. A request for a pair it lacks is a miss, because the proxy fetches from the upstream;
+every other request is a hit. Distribution keeps its proxy cache per repository, so a layer
+cached through one repository is fetched again through another. The figures regwatch
+exports through a real ``regwatch serve`` must equal the model's counts exactly.
+
+After each request the test waits for the proxy's counters to settle. The proxy stores a
+fetched blob in a background goroutine, and a second request for the same blob while that
+copy is still running is served from the same upstream stream.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from regwatch.client import RegistryClient
+from regwatch.collectors.proxycache import ProxyCacheCollector, blob_client_requests, derive
+from regwatch.config import parse_config
+from regwatch.images import build_image, push_image
+from regwatch.localregistry import LocalRegistry, free_port
+
+
+@pytest.fixture
+def upstream_and_proxy(make_registry):
+    upstream = make_registry(debug=False)
+    client = RegistryClient(upstream.url)
+    shared = {"usr/lib/shared.so": b"s" * 5000}
+    images = {
+        "lib/a": build_image([{"a": b"1" * 1000}, shared]),
+        "lib/b": build_image([{"b": b"2" * 2000}, shared]),
+    }
+    for repo, image in images.items():
+        push_image(client, repo, "1", image)
+    proxy = make_registry(proxy={"remoteurl": upstream.url})
+    return upstream, proxy, images
+
+
+def settle(proxy: LocalRegistry) -> None:
+    last = None
+    while True:
+        now = requests.get(proxy.debug_url + "/debug/vars", timeout=5).json()["registry"]["proxy"]
+        if now == last:
+            return
+        last = now
+        time.sleep(0.25)
+
+
+class Model:
+    """What the test sent, and what a cache hit or miss is, counted independently of the registry."""
+
+    def __init__(self, proxy: LocalRegistry):
+        self.proxy = proxy
+        self.stored: set[tuple[str, str]] = set()
+        self.counts = {obj: {"requests": 0, "hits": 0, "misses": 0} for obj in ("blob", "manifest")}
+
+    def request(self, method: str, obj: str, repo: str, ref: str, digest: str) -> None:
+        kind = "blobs" if obj == "blob" else "manifests"
+        accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"} if obj == "manifest" else {}
+        resp = requests.request(method, f"{self.proxy.url}/v2/{repo}/{kind}/{ref}", headers=accept, timeout=10)
+        assert resp.status_code == 200, (method, repo, ref, resp.status_code)
+        hit = (repo, digest) in self.stored
+        self.stored.add((repo, digest))
+        counts = self.counts[obj]
+        counts["requests"] += 1
+        counts["hits" if hit else "misses"] += 1
+        settle(self.proxy)
+
+    def pull(self, repo: str, image, *, by_digest: bool = False) -> None:
+        self.request("GET", "manifest", repo, image.digest if by_digest else "1", image.digest)
+        for blob in (image.config, *image.layers):
+            self.request("GET", "blob", repo, blob.digest, blob.digest)
+
+
+def exported(text: str) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {"blob": {}, "manifest": {}}
+    for family in text_string_to_metric_families(text):
+        if family.name.startswith("regwatch_proxy_cache_"):
+            kind = family.name.removeprefix("regwatch_proxy_cache_")
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    out[sample.labels["object"]][kind] = sample.value
+    return out
+
+
+def test_scripted_pulls_through_a_real_proxy_are_counted_exactly(upstream_and_proxy, write_config, serve):
+    _, proxy, images = upstream_and_proxy
+    a, b = images["lib/a"], images["lib/b"]
+    model = Model(proxy)
+    model.pull("lib/a", a)                      # first pull: every object a miss
+    model.pull("lib/a", a)                      # repeat by tag: every object a hit
+    model.pull("lib/a", a, by_digest=True)      # by digest: hits
+    model.pull("lib/b", b)                      # shares a layer with a, but through another repository
+    model.request("HEAD", "manifest", "lib/b", "1", b.digest)
+    model.request("HEAD", "blob", "lib/b", b.config.digest, b.config.digest)
+    model.pull("lib/b", b)
+    assert model.counts["blob"]["hits"] and model.counts["blob"]["misses"]
+
+    config = write_config({"targets": [{"name": "mirror", "kind": "distribution", "url": proxy.url,
+                                        "debug_url": proxy.debug_url, "interval": "1s"}]})
+    proc = serve(config)
+    proc.wait_ready()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        got = exported(proc.metrics())
+        if got == model.counts:
+            break
+        time.sleep(0.3)
+    assert got == model.counts
+
+
+def test_a_registry_that_is_not_a_proxy_exports_no_cache_series(registry, write_config):
+    config = parse_config({"targets": [{"name": "hub", "kind": "distribution", "url": registry.url,
+                                        "debug_url": registry.debug_url}]})
+    assert list(ProxyCacheCollector(config.targets[0]).collect()) == []
+
+
+def test_an_unreachable_debug_address_is_a_collector_failure_not_zeros(registry, write_config, serve):
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = write_config({"targets": [{"name": "mirror", "kind": "distribution", "url": registry.url,
+                                        "debug_url": dead, "interval": "1s"}]})
+    proc = serve(config)
+    proc.wait_ready()
+    deadline = time.monotonic() + 15
+    text = ""
+    while time.monotonic() < deadline and 'collector="proxycache"' not in text:
+        text = proc.metrics()
+        time.sleep(0.3)
+    assert 'regwatch_collector_success{collector="proxycache",target="mirror"} 0.0' in text
+    assert "regwatch_proxy_cache_" not in text
+    assert "collector failed" in proc.log() and "mirror" in proc.log()
+
+
+def test_counters_reset_with_the_registry_and_never_go_backwards_otherwise(upstream_and_proxy):
+    _, proxy, images = upstream_and_proxy
+    config = parse_config({"targets": [{"name": "mirror", "kind": "distribution", "url": proxy.url,
+                                        "debug_url": proxy.debug_url}]})
+    collector = ProxyCacheCollector(config.targets[0])
+    model = Model(proxy)
+    model.pull("lib/a", images["lib/a"])
+    model.pull("lib/a", images["lib/a"])
+    first = exported_from(collector)
+    assert first == model.counts
+    proxy.stop()
+    proxy.start()
+    model = Model(proxy)
+    model.stored = {("lib/a", d) for d in (images["lib/a"].digest, images["lib/a"].config.digest,
+                                          *(layer.digest for layer in images["lib/a"].layers))}
+    model.pull("lib/a", images["lib/a"])       # the cache's storage survived the restart: hits
+    assert exported_from(collector) == model.counts
+
+
+def exported_from(collector: ProxyCacheCollector) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {"blob": {}, "manifest": {}}
+    for family in collector.collect():
+        kind = family.name.removeprefix("regwatch_proxy_cache_")
+        for sample in family.samples:
+            out[sample.labels["object"]][kind] = sample.value
+    return out
+
+
+def test_without_the_registry_prometheus_metrics_only_manifests_are_exported():
+    expvar = {"blobs": {"Requests": 9}, "manifests": {"Requests": 4, "Misses": 1}}
+    assert blob_client_requests("") is None
+    assert derive(expvar, None) == {"manifest": (4.0, 3.0, 1.0)}
+    assert derive(expvar, 5.0)["blob"] == (5.0, 1.0, 4.0)
