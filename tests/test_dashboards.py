@@ -126,6 +126,7 @@ def test_grafanalib_traps_are_fixed_in_every_panel():
             assert "maxDataPoints" not in p, where
             defaults = p["fieldConfig"]["defaults"]
             assert defaults["unit"], where
+            assert None not in defaults.values() and p["fieldConfig"]["overrides"] == [], where
             steps = defaults["thresholds"]["steps"]
             assert steps[0]["value"] is None, f"{where}: base step must be JSON null, not {steps[0]['value']!r}"
             assert all(isinstance(s["value"], float | int) for s in steps[1:]), where

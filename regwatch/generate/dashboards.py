@@ -92,7 +92,10 @@ class _Fixed:
         res.pop("maxDataPoints", None)
         res["datasource"] = self.ds
         res["targets"] = [_target_json(t, self.ds) for t in self.targets]
-        defaults = res["fieldConfig"]["defaults"]
+        res["fieldConfig"].setdefault("overrides", [])
+        # grafanalib writes null for options left unset (color, decimals); Grafana leaves them out.
+        defaults = res["fieldConfig"]["defaults"] = {
+            k: v for k, v in res["fieldConfig"]["defaults"].items() if v is not None}
         defaults["unit"] = self.unit
         defaults["thresholds"] = {"mode": "absolute", "steps": self.steps}
         if res["type"] == "timeseries":
