@@ -179,12 +179,12 @@ class RegistryClient:
             self.session.verify = str(ca_file)
 
     @classmethod
-    def for_target(cls, target: Any, **kwargs: Any) -> RegistryClient:
-        """Build a client from a ``TargetConfig``."""
+    def for_target(cls, target: Any, *, url: str | None = None, **kwargs: Any) -> RegistryClient:
+        """Build a client from a ``TargetConfig`` (``url``: another endpoint of it, e.g. a Nexus Docker connector)."""
         kwargs.setdefault("pool_size", max(target.concurrency, 2))
         kwargs.setdefault("timeout", target.timeout)
         return cls(
-            target.url,
+            url or target.url,
             name=target.name,
             username=target.username,
             password=target.secret("password"),

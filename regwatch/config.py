@@ -150,6 +150,22 @@ class HarborConfig(Strict):
     audit_lookback: Duration = 3600.0
 
 
+class NexusConfig(Strict):
+    """Nexus-specific options (regwatch/collectors/nexus.py, docs/nexus-artifactory.md)."""
+
+    # Docker repository name -> its Docker connector URL (http(s)://host:port, the port or
+    # subdomain connector configured on that repository), read through the registry v2 API.
+    docker_connectors: dict[str, Url] = Field(default_factory=dict)
+
+
+class ArtifactoryConfig(Strict):
+    """Artifactory-specific options (regwatch/collectors/artifactory.py, docs/nexus-artifactory.md)."""
+
+    # Docker repository keys read through /api/docker/<key>/v2/; empty: every local Docker
+    # repository listed by /api/repositories.
+    docker_repositories: list[str] = Field(default_factory=list)
+
+
 class TargetConfig(SecretRefs):
     name: Name
     kind: Literal["distribution", "harbor", "nexus", "artifactory"]
@@ -174,6 +190,9 @@ class TargetConfig(SecretRefs):
     per_repository_metrics: bool = False
     # Options of kind: harbor targets (ignored by other kinds).
     harbor: HarborConfig = Field(default_factory=lambda: HarborConfig())
+    # Options of kind: nexus / kind: artifactory targets (ignored by other kinds).
+    nexus: NexusConfig = Field(default_factory=lambda: NexusConfig())
+    artifactory: ArtifactoryConfig = Field(default_factory=lambda: ArtifactoryConfig())
 
 
 class StorageConfig(Strict):

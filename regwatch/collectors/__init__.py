@@ -30,6 +30,8 @@ COLLECTOR_MODULES = [
     "regwatch.collectors.harbor",
     "regwatch.collectors.authlogs",
     "regwatch.collectors.drill",
+    "regwatch.collectors.nexus",
+    "regwatch.collectors.artifactory",
     "regwatch.collectors.proxycache",
 ]
 

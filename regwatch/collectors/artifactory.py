@@ -1,0 +1,1 @@
+"""The ``artifactory`` collectors (kind: artifactory targets): see docs/nexus-artifactory.md."""
