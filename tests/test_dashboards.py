@@ -132,6 +132,7 @@ def test_grafanalib_traps_are_fixed_in_every_panel():
             assert all(isinstance(s["value"], float | int) for s in steps[1:]), where
             assert p["gridPos"]["w"] > 0 and p["targets"], where
             if p["type"] in ("gauge", "stat"):
+                assert "reduceOptions" in p.get("options", {}), f"{where}: grafanalib issue #575"
                 reduce = p["options"]["reduceOptions"]
                 assert reduce["calcs"] and reduce["values"] is False, where
 
@@ -242,3 +243,26 @@ def test_needs_names_real_panels_and_is_filled_without_rendering_first():
 def test_unknown_form_is_refused(form):
     with pytest.raises(ValueError, match="form must be one of"):
         dashboards.render_all(form)
+
+
+def test_each_dashboard_covers_what_the_issue_asks_for():
+    rendered = dashboards.render_all("import")
+
+    def exprs(uid):
+        return " ".join(expr for _, _, expr in dashboards.panel_queries(rendered[f"{uid}.json"]))
+
+    overview = exprs("regwatch-overview")
+    for part in ("regwatch_target_up", "regwatch_storage_used_ratio", "predict_linear(", AUTH_FAILURE_RATIO,
+                 CACHE_HIT_RATIO, "regwatch_drill_last_success_timestamp_seconds",
+                 *(f'{PULL_LATENCY_QUANTILE}{{job=~"$job",target=~"$target",quantile="{q}"}}'
+                   for q in ("0.5", "0.95", "0.99"))):
+        assert part in overview, part
+    harbor = exprs("regwatch-harbor")
+    for part in ("component_healthy", "project_quota_used", "replication_last_execution_succeeded",
+                 "gc_last_success", "scan_all_tasks", "jobservice_queue_length", "robot_expiry"):
+        assert f"regwatch_harbor_{part}" in harbor, part
+    assert "regwatch_probe_phase_duration_seconds" in exprs("regwatch-probes")
+    assert "regwatch_tls_cert_expiry_timestamp_seconds" in exprs("regwatch-probes")
+    assert "sum by (source, reason) (rate(regwatch_auth_failures_total" in exprs("regwatch-auth")
+    for part in ("regwatch_drill_success", "regwatch_drill_duration_seconds", "regwatch_drill_bytes"):
+        assert part in exprs("regwatch-drill"), part
