@@ -41,6 +41,14 @@ def _threshold_options(func):  # noqa: ANN001, ANN202 - decorator
     return func
 
 
+def _check_ratios(thresholds: dict[str, object]) -> None:
+    for name, value in thresholds.items():
+        meta = next(f.metadata for f in dataclasses.fields(AlertOptions) if f.name == name)
+        if meta.get("ratio") and not 0 < float(value) <= 1:  # type: ignore[arg-type]
+            raise click.BadParameter(f"{value} is not a ratio in (0, 1]; 85 % is 0.85",
+                                     param_hint=f"--{name.replace('_', '-')}")
+
+
 @generate.command("alerts")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("alerts"),
               show_default=True, help="Directory for regwatch.rules.yml, its promtool tests and prometheusrule.yaml.")
@@ -56,11 +64,7 @@ def alerts(out_dir: Path, for_durations: tuple[str, ...], labels: tuple[str, ...
     """Write the Prometheus rules, their promtool unit tests and a PrometheusRule."""
     from regwatch.generate.alerts import alert_names, for_seconds, write_all
 
-    for name, value in thresholds.items():
-        meta = next(f.metadata for f in dataclasses.fields(AlertOptions) if f.name == name)
-        if meta.get("ratio") and not 0 < float(value) <= 1:  # type: ignore[arg-type]
-            raise click.BadParameter(f"{value} is not a ratio in (0, 1]; 85 % is 0.85",
-                                     param_hint=f"--{name.replace('_', '-')}")
+    _check_ratios(thresholds)
     fors = _pairs(for_durations, "--for")
     known = alert_names()
     for name, duration in fors.items():
@@ -81,9 +85,15 @@ def alerts(out_dir: Path, for_durations: tuple[str, ...], labels: tuple[str, ...
               show_default=True,
               help="Directory for <uid>.json (Grafana's Import screen) and provisioning/<uid>.json (file "
                    "provisioning and the Grafana Helm chart's dashboard sidecar).")
-def dashboards(out_dir: Path) -> None:
-    """Write the Grafana dashboards (import form and provisioning form)."""
+@_threshold_options
+def dashboards(out_dir: Path, **thresholds: object) -> None:
+    """Write the Grafana dashboards (import form and provisioning form).
+
+    The threshold options are those of `generate alerts`: pass the same ones so the lines on
+    the panels sit where your alerts fire.
+    """
     from regwatch.generate.dashboards import write_all
 
-    for path in write_all(out_dir):
+    _check_ratios(thresholds)
+    for path in write_all(out_dir, AlertOptions(**thresholds)):  # type: ignore[arg-type]
         click.echo(f"wrote {path}")
