@@ -87,8 +87,21 @@ def test_happy_path_equals_the_payload(nexus, password_file):
     for kind in ("hosted", "proxy", "group"):
         assert value(text, "regwatch_nexus_repositories", target="nx", repository_type=kind) == \
             sum(r["type"] == kind for r in docker)
-    assert value(text, "regwatch_nexus_proxy_repository_info", target="nx", repository="docker-proxy",
-                 remote_url="https://registry-1.docker.io") == 1
+    for repo in (r for r in docker if r["type"] == "proxy"):
+        labels = {"target": "nx", "repository": repo["name"]}
+        assert value(text, "regwatch_nexus_proxy_repository_info", remote_url=repo["attributes"]["proxy"]["remoteUrl"],
+                     **labels) == 1
+        settings = nexus.proxy_settings[repo["name"]]
+        assert value(text, "regwatch_nexus_proxy_repository_blocked", **labels) == float(settings["blocked"])
+        assert value(text, "regwatch_nexus_proxy_repository_online", **labels) == float(settings["online"])
+
+
+def test_proxy_without_settings_endpoint_exports_no_blocked_value(nexus, password_file):
+    del nexus.proxy_settings["quay-proxy"]  # answers 404, as a Nexus older than 3.20 does
+    text, _ = run(nexus_target(nexus, password_file))
+    assert value(text, "regwatch_collector_success", target="nx", collector="nexus_storage") == 1
+    assert value(text, "regwatch_nexus_proxy_repository_blocked", target="nx", repository="quay-proxy") is None
+    assert value(text, "regwatch_nexus_proxy_repository_blocked", target="nx", repository="docker-proxy") == 0
 
 
 def test_docker_connectors_count_what_the_real_registries_hold(nexus, password_file, make_registry):
@@ -167,3 +180,14 @@ def test_serve_subprocess_exports_nexus(nexus, password_file, write_config, serv
         time.sleep(0.2)
     assert value(proc.metrics(), "regwatch_target_up", target="nx", kind="nexus") == 0
     assert "status/check" in proc.log() and "admin123" not in proc.log()
+
+
+def test_connector_rejecting_the_credentials_fails_only_the_docker_job(nexus, password_file, make_registry, caplog):
+    # A real registry with htpasswd auth that does not know the Nexus user: its 401 is real.
+    reg = make_registry(users={"someone": "else"})
+    text, _ = run(nexus_target(nexus, password_file, nexus={"docker_connectors": {"docker-hosted": reg.url}}))
+    assert value(text, "regwatch_target_up", target="nx", kind="nexus") == 1
+    assert value(text, "regwatch_collector_success", target="nx", collector="nexus_docker") == 0
+    assert value(text, "regwatch_registry_repositories", target="nx") is None  # not a 0
+    err = next(r.err for r in failures(caplog) if r.collector == "nexus_docker")
+    assert "docker-hosted" in err and "401" in err and "password_file" in err

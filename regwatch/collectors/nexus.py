@@ -17,6 +17,8 @@ Three jobs per target, each with its own ``regwatch_collector_success``:
       regwatch_nexus_blob_store_blobs{store="default",target="nexus"} 4242.0
       regwatch_nexus_repositories{repository_type="hosted",target="nexus"} 2.0
       regwatch_nexus_proxy_repository_info{remote_url="https://registry-1.docker.io",repository="docker-proxy",target="nexus"} 1.0
+      regwatch_nexus_proxy_repository_blocked{repository="docker-proxy",target="nexus"} 0.0
+      regwatch_nexus_proxy_repository_online{repository="docker-proxy",target="nexus"} 1.0
 
 - ``nexus_docker``: repositories and tags through each configured Docker connector
   (``nexus.docker_connectors``), with the registry v2 API (``regwatch_registry_repositories``,
@@ -33,11 +35,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from regwatch.client import AuthFailed, Forbidden, ProtocolError, RegistryClient
+from regwatch.client import AuthFailed, Forbidden, NotFound, ProtocolError, RegistryClient
 from regwatch.collectors import Collector, Job, job_factory
 from regwatch.collectors.distribution import DistributionCollector
 from regwatch.config import Config, TargetConfig
@@ -206,7 +209,8 @@ class NexusStorageCollector(Collector):
             if count is not None:
                 blobs.append(([name, store], float(count)))
         types: dict[str, int] = {"hosted": 0, "proxy": 0, "group": 0}
-        proxies = []
+        proxies: list = []
+        blocked: list = []
         for item in repos_json:
             if not isinstance(item, dict) or item.get("format") != "docker":
                 continue
@@ -219,6 +223,7 @@ class NexusStorageCollector(Collector):
                 remote = ((item.get("attributes") or {}).get("proxy") or {}).get("remoteUrl")
                 if remote:
                     proxies.append(([name, str(repo), str(remote)], 1.0))
+                blocked.extend(self._proxy_state(str(repo), missing))
         missing.raise_if_any("Nexus")
         yield from storage_families(name, stores)
         yield gauge("regwatch_nexus_blob_store_blobs", "Blobs in the Nexus blob store.", ["target", "store"], blobs)
@@ -226,6 +231,29 @@ class NexusStorageCollector(Collector):
                     ["target", "repository_type"], [([name, k], float(v)) for k, v in sorted(types.items())])
         yield gauge("regwatch_nexus_proxy_repository_info", "Docker proxy repositories and their remote URL; always 1.",
                     ["target", "repository", "remote_url"], proxies)
+        for metric, doc in (("blocked", "1 if the Docker proxy repository's outbound HTTP client is blocked "
+                                        "(httpClient.blocked): content not yet cached cannot be fetched."),
+                            ("online", "1 if the Docker proxy repository is online.")):
+            yield gauge(f"regwatch_nexus_proxy_repository_{metric}", doc, ["target", "repository"],
+                        [([name, repo], value) for what, repo, value in blocked if what == metric])
+
+    def _proxy_state(self, repo: str, missing: MissingFields) -> list[tuple[str, str, float]]:
+        """httpClient.blocked and online of one Docker proxy (GET /v1/repositories/docker/proxy/<name>, 3.20+)."""
+        path = f"{REST}/repositories/docker/proxy/{quote(repo, safe='')}"
+        try:
+            item = get_json(self.client, path, self.target, "Nexus", _auth_hint(self.target), True)
+        except NotFound:
+            log.debug("Nexus has no per-repository settings endpoint (older than 3.20?)",
+                      extra={"target": self.target.name, "endpoint": path})
+            return []
+        out = []
+        block = missing.get(missing.get(item, "httpClient", path), "blocked", f"{path} httpClient")
+        online = missing.get(item, "online", path)
+        if block is not None:
+            out.append(("blocked", repo, 1.0 if block else 0.0))
+        if online is not None:
+            out.append(("online", repo, 1.0 if online else 0.0))
+        return out
 
     def close(self) -> None:
         self.client.close()

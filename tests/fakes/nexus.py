@@ -13,6 +13,10 @@ Payloads follow Sonatype's documented REST API of Nexus Repository 3 (help.sonat
   (BlobStoreMetrics: total = space consumed by the store, available = estimate of space left).
 - ``GET /service/rest/v1/repositories``: ``[{"name", "format", "type" (hosted|proxy|group), "url",
   "attributes": {"proxy": {"remoteUrl": ...}} for proxies}]``.
+- ``GET /service/rest/v1/repositories/docker/proxy/{name}`` (3.20+): the DockerProxyApiRepository
+  ``{"name", "format", "type", "url", "online", "storage", "proxy": {"remoteUrl", "contentMaxAge",
+  "metadataMaxAge"}, "negativeCache", "httpClient": {"blocked", "autoBlock", "connection"},
+  "docker", "dockerProxy"}``; 404 for a name that is no Docker proxy.
 - Errors: a missing or wrong login is ``401`` with an empty body and
   ``WWW-Authenticate: BASIC realm="Sonatype Nexus Repository Manager"``; a user without the
   privilege gets ``403`` with an empty body.
@@ -29,7 +33,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 REST = "/service/rest/v1"
 
@@ -113,6 +117,28 @@ class FakeNexus(FakeServer):
         ]
         for repo in self.repositories:
             repo["url"] = f"{self.url}/repository/{repo['name']}"
+        self.proxy_settings = {
+            "docker-proxy": {"blocked": False, "autoBlock": True, "online": True},
+            "quay-proxy": {"blocked": True, "autoBlock": False, "online": False},
+        }
+        self.repositories.append({"name": "quay-proxy", "format": "docker", "type": "proxy",
+                                  "url": f"{self.url}/repository/quay-proxy",
+                                  "attributes": {"proxy": {"remoteUrl": "https://quay.io"}}})
+
+    def proxy_detail(self, name: str) -> dict | None:
+        summary = next((r for r in self.repositories if r["name"] == name and r["type"] == "proxy"), None)
+        if summary is None or name not in self.proxy_settings:
+            return None
+        settings = self.proxy_settings[name]
+        return {"name": name, "format": "docker", "type": "proxy", "url": summary["url"], "online": settings["online"],
+                "storage": {"blobStoreName": "docker", "strictContentTypeValidation": True},
+                "proxy": {"remoteUrl": summary["attributes"]["proxy"]["remoteUrl"], "contentMaxAge": 1440,
+                          "metadataMaxAge": 1440},
+                "negativeCache": {"enabled": True, "timeToLive": 1440},
+                "httpClient": {"blocked": settings["blocked"], "autoBlock": settings["autoBlock"],
+                               "connection": {"retries": 0, "timeout": 60}},
+                "docker": {"v1Enabled": False, "forceBasicAuth": True, "httpPort": None, "httpsPort": None},
+                "dockerProxy": {"indexType": "REGISTRY", "indexUrl": None}}
 
     def _authorized(self, req: BaseHTTPRequestHandler) -> bool:
         creds = self.basic_user(req)
@@ -124,10 +150,14 @@ class FakeNexus(FakeServer):
             return (503 if self.unavailable else 200), {}, b""
         endpoints = {f"{REST}/status/check": self.checks, f"{REST}/blobstores": self.blobstores,
                      f"{REST}/repositories": self.repositories}
-        if path not in endpoints:
+        detail_prefix = f"{REST}/repositories/docker/proxy/"
+        if path not in endpoints and not path.startswith(detail_prefix):
             return 404, {}, b""
         if not self._authorized(req):
             return 401, {"WWW-Authenticate": 'BASIC realm="Sonatype Nexus Repository Manager"'}, b""
+        if path.startswith(detail_prefix):
+            detail = self.proxy_detail(unquote(path[len(detail_prefix):]))
+            return as_json(detail) if detail else (404, {}, b"")
         data = json.loads(json.dumps(endpoints[path]))
         if self.drop_field and path == f"{REST}/blobstores":
             data[0].pop(self.drop_field, None)
