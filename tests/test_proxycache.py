@@ -177,3 +177,30 @@ def test_without_the_registry_prometheus_metrics_only_manifests_are_exported():
     assert blob_client_requests("") is None
     assert derive(expvar, None) == {"manifest": (4.0, 3.0, 1.0)}
     assert derive(expvar, 5.0)["blob"] == (5.0, 1.0, 4.0)
+
+
+def test_distribution_2_8_counts_its_proxy_expvar_as_the_collector_assumes(upstream_and_proxy):
+    """Pins the raw counters' quirks (see the collector's docstring); fails if an upgrade changes them."""
+    _, proxy, images = upstream_and_proxy
+    a = images["lib/a"]
+    layer = a.layers[0]
+    model = Model(proxy)
+
+    def raw() -> dict:
+        return requests.get(proxy.debug_url + "/debug/vars", timeout=5).json()["registry"]["proxy"]
+
+    model.request("GET", "manifest", "lib/a", "1", a.digest)           # miss
+    model.request("GET", "blob", "lib/a", layer.digest, layer.digest)  # miss
+    first = raw()
+    size, msize = len(layer.data), len(a.manifest)
+    assert first["manifests"] == {"Requests": 1, "Hits": 1, "Misses": 1, "BytesPulled": msize, "BytesPushed": msize}
+    # One blob fetched upstream: pushed twice (to the client and into storage), never counted as pulled.
+    assert first["blobs"] == {"Requests": 2, "Hits": 2, "Misses": 0, "BytesPulled": 0, "BytesPushed": 2 * size}
+
+    model.request("GET", "manifest", "lib/a", "1", a.digest)           # hit
+    model.request("GET", "blob", "lib/a", layer.digest, layer.digest)  # hit
+    model.request("HEAD", "blob", "lib/a", layer.digest, layer.digest)  # hit; counts its size, sends none
+    again = raw()
+    assert again["manifests"] == {"Requests": 2, "Hits": 2, "Misses": 1, "BytesPulled": msize,
+                                  "BytesPushed": 2 * msize}
+    assert again["blobs"] == {"Requests": 4, "Hits": 4, "Misses": 0, "BytesPulled": 0, "BytesPushed": 4 * size}
