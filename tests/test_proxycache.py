@@ -13,6 +13,7 @@ copy is still running is served from the same upstream stream.
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
@@ -177,6 +178,7 @@ def test_without_the_registry_prometheus_metrics_only_manifests_are_exported():
     assert blob_client_requests("") is None
     assert derive(expvar, None) == {"manifest": (4.0, 3.0, 1.0)}
     assert derive(expvar, 5.0)["blob"] == (5.0, 1.0, 4.0)
+    assert derive(expvar, 5.0, 2.0)["blob"] == (5.0, 3.0, 2.0)
 
 
 def test_distribution_2_8_counts_its_proxy_expvar_as_the_collector_assumes(upstream_and_proxy):
@@ -204,3 +206,34 @@ def test_distribution_2_8_counts_its_proxy_expvar_as_the_collector_assumes(upstr
     assert again["manifests"] == {"Requests": 2, "Hits": 2, "Misses": 1, "BytesPulled": msize,
                                   "BytesPushed": 2 * msize}
     assert again["blobs"] == {"Requests": 4, "Hits": 4, "Misses": 0, "BytesPulled": 0, "BytesPushed": 4 * size}
+
+
+def test_a_long_download_from_the_cache_is_a_hit_while_it_streams(make_registry):
+    """The registry counts a cached blob as pushed before it sends it; until the download ends it is
+    in flight, not a miss (and a miss, once exported, could never be taken back)."""
+    upstream = make_registry(debug=False)
+    big = build_image([{"big": random.Random(5).randbytes(24 << 20)}])   # incompressible: fills the socket
+    push_image(RegistryClient(upstream.url), "lib/big", "1", big)
+    proxy = make_registry(proxy={"remoteurl": upstream.url})
+    collector = ProxyCacheCollector(parse_config({"targets": [{"name": "mirror", "kind": "distribution",
+                                                              "url": proxy.url, "debug_url": proxy.debug_url}]})
+                                    .targets[0])
+    model = Model(proxy)
+    layer = big.layers[0].digest
+    model.request("GET", "blob", "lib/big", layer, layer)             # miss: now cached
+
+    with requests.get(f"{proxy.url}/v2/lib/big/blobs/{layer}", stream=True, timeout=10) as slow:
+        assert slow.raw.read(1024)
+        deadline = time.monotonic() + 10
+        while 'registry_http_in_flight_requests{handler="blob"} 1' not in requests.get(
+                proxy.debug_url + "/metrics", timeout=5).text:
+            assert time.monotonic() < deadline, "the download finished before the test could look"
+            time.sleep(0.05)
+        assert exported_from(collector)["blob"] == model.counts["blob"]   # the half-sent hit is not a miss
+    # The client hung up after 1 KiB; the registry still answered 200: one more request, a hit.
+    model.counts["blob"]["requests"] += 1
+    model.counts["blob"]["hits"] += 1
+    deadline = time.monotonic() + 10
+    while exported_from(collector)["blob"] != model.counts["blob"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert exported_from(collector)["blob"] == model.counts["blob"]

@@ -54,10 +54,14 @@ class ProxyCacheError(RegistryError):
     reason = "protocol"
 
 
-def blob_client_requests(metrics_text: str) -> float | None:
-    """Blob GET/HEAD requests the registry answered with 2xx/3xx, from its debug /metrics; None if absent."""
+def blob_client_requests(metrics_text: str) -> tuple[float, float] | None:
+    """(blob GET/HEAD requests answered with 2xx/3xx, blob requests in flight) from the registry's debug
+    /metrics; None if it has no request counts (Prometheus metrics not enabled)."""
     total = None
+    in_flight = 0.0
     for family in text_string_to_metric_families(metrics_text):
+        if family.name == "registry_http_in_flight_requests":
+            in_flight += sum(s.value for s in family.samples if s.labels.get("handler") == "blob")
         if family.name != "registry_http_requests":
             continue
         for sample in family.samples:
@@ -65,18 +69,24 @@ def blob_client_requests(metrics_text: str) -> float | None:
             if (sample.name.endswith("_total") and labels.get("handler") == "blob"
                     and labels.get("method") in ("get", "head") and labels.get("code", "")[:1] in ("2", "3")):
                 total = (total or 0.0) + sample.value
-    return total
+    return None if total is None else (total, in_flight)
 
 
-def derive(expvar: dict, blob_requests: float | None) -> dict[str, tuple[float, float, float]]:
-    """object -> (requests, hits, misses), what a user means by them (see the module docstring)."""
+def derive(expvar: dict, blob_requests: float | None, blob_in_flight: float = 0.0) -> dict[str, tuple[float, float, float]]:
+    """object -> (requests, hits, misses), what a user means by them (see the module docstring).
+
+    A blob request still streaming has already been pushed once (a hit is counted before its
+    body is sent) but is not yet among the finished requests: ``blob_in_flight`` takes those
+    out, so a long download from the cache is not taken for a miss. The estimate errs low,
+    and a counter that is low for one read catches up at the next.
+    """
     out = {}
     manifests = expvar["manifests"]
     m_requests, m_misses = float(manifests["Requests"]), float(manifests["Misses"])
     out["manifest"] = (m_requests, max(0.0, m_requests - m_misses), m_misses)
     if blob_requests is not None:
         pushes = float(expvar["blobs"]["Requests"])
-        b_misses = max(0.0, pushes - blob_requests)
+        b_misses = max(0.0, pushes - blob_requests - blob_in_flight)
         out["blob"] = (blob_requests, max(0.0, blob_requests - b_misses), b_misses)
     return out
 
@@ -112,8 +122,9 @@ class ProxyCacheCollector(Collector):
         self.active = self.active or source_total > 0
         if not self.active:
             return  # not a proxy, or one that has served nothing yet: no series rather than false zeros
+        # Read after the expvar: requests that finish in between make misses err low, never high.
         blob_requests = self._blob_requests()
-        values = derive(expvar, blob_requests)
+        values = derive(expvar, *(blob_requests or (None,)))
         if source_total < self._last_source:
             self._last = {}  # the registry restarted: its counters, and ours, start again
         self._last_source = source_total
@@ -141,7 +152,7 @@ class ProxyCacheCollector(Collector):
                 families["misses"].add_metric([self.target.name, obj], misses)
         yield from families.values()
 
-    def _blob_requests(self) -> float | None:
+    def _blob_requests(self) -> tuple[float, float] | None:
         try:
             text = self.client.request("GET", "/metrics").text
         except RegistryError:
