@@ -11,15 +11,12 @@ import time
 import pytest
 
 from regwatch.client import RegistryClient
-from regwatch.collectors import build_jobs
+from regwatch.collectors import build_jobs, factories
 from regwatch.config import parse_config
 from regwatch.images import build_image, push_image
 from regwatch.runner import Runner
 from tests.fakes.nexus import FakeNexus
 from tests.test_serve import samples, value
-
-NEXUS_JOBS = {"nexus": True}
-
 
 @pytest.fixture
 def nexus():
@@ -42,16 +39,11 @@ def nexus_target(fake, password_file, **extra) -> dict:
 
 def run(config: dict) -> tuple[str, Runner]:
     cfg = parse_config({"targets": [config]})
-    jobs = [j for j in build_jobs(cfg, {name: False for name in _all_factories()} | NEXUS_JOBS)]
+    jobs = build_jobs(cfg, {name: name == "nexus" for name in factories()})
     runner = Runner(jobs)
     for job in jobs:
         runner.run_once(job)
     return runner.exposition().decode(), runner
-
-
-def _all_factories() -> list[str]:
-    from regwatch.collectors import factories
-    return list(factories())
 
 
 def failures(caplog) -> list[logging.LogRecord]:
@@ -191,3 +183,14 @@ def test_connector_rejecting_the_credentials_fails_only_the_docker_job(nexus, pa
     assert value(text, "regwatch_registry_repositories", target="nx") is None  # not a 0
     err = next(r.err for r in failures(caplog) if r.collector == "nexus_docker")
     assert "docker-hosted" in err and "401" in err and "password_file" in err
+
+
+def test_403_on_blob_stores_fails_only_the_storage_job(nexus, password_file, caplog):
+    nexus.forbidden.add("/service/rest/v1/blobstores")
+    text, _ = run(nexus_target(nexus, password_file))
+    assert value(text, "regwatch_target_up", target="nx", kind="nexus") == 1
+    assert value(text, "regwatch_collector_success", target="nx", collector="nexus_storage") == 0
+    assert not [k for k in samples(text) if k[0].startswith("regwatch_storage")]
+    err = {r.collector: r.err for r in failures(caplog)}["nexus_storage"]
+    assert "target nx" in err and "/service/rest/v1/blobstores" in err and "403" in err
+    assert "nx-blobstores-read" in err

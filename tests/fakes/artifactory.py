@@ -41,14 +41,16 @@ class FakeArtifactory(FakeServer):
                  users: dict[str, str] | None = None, docker: dict[str, str] | None = None) -> None:
         super().__init__()
         self.token, self.api_key = token, api_key
-        self.users = users if users is not None else {"admin": "password"}
+        self.users = users if users is not None else {"admin": "password", "reader": "reader-pw"}
+        self.admins = {"admin"}  # token and API key act as admin; other Basic users do not
         self.docker = docker or {}
         self.auth_fail = False
         self.drop_field: str | None = None
         self.storageinfo = {
             "binariesSummary": {"binariesCount": "125,726", "binariesSize": "3.48 GB", "artifactsSize": "59.77 GB",
                                 "optimization": "5.82%", "itemsCount": "2,176,580", "artifactsCount": "2,084,408"},
-            "fileStoreSummary": {"storageType": "filesystem", "storageDirectory": "/var/opt/jfrog/artifactory/data/filestore",
+            "fileStoreSummary": {"storageType": "filesystem",
+                                 "storageDirectory": "/var/opt/jfrog/artifactory/data/filestore",
                                  "totalSpace": "204.28 GB", "usedSpace": "32.22 GB (15.77%)",
                                  "freeSpace": "172.06 GB (84.23%)"},
             "repositoriesSummaryList": [
@@ -86,6 +88,9 @@ class FakeArtifactory(FakeServer):
         if path == "/api/system/ping":
             return 200, {"Content-Type": "text/plain"}, b"OK"
         if path == "/api/storageinfo":
+            creds = self.basic_user(req)
+            if creds is not None and creds[0] not in self.admins:
+                return as_json({"errors": [{"status": 403, "message": "Forbidden"}]}, 403)
             data = json.loads(json.dumps(self.storageinfo))
             if self.drop_field:
                 data["fileStoreSummary"].pop(self.drop_field, None)
