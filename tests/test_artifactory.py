@@ -174,3 +174,16 @@ def test_serve_subprocess_exports_artifactory(jfrog, secrets, make_registry, wri
     assert value(text, "regwatch_registry_tags", target="jf") == 1
     assert value(text, "regwatch_storage_used_bytes", target="jf", store="filestore") == pytest.approx(32.22 * GIB)
     assert "tok-123" not in proc.log() and "tok-123" not in text
+
+
+def test_non_admin_403_on_storageinfo_fails_only_the_storage_job(jfrog, secrets, caplog):
+    secrets["password"].write_text("reader-pw\n")
+    config = art_target(jfrog, secrets, "basic")
+    config["username"] = "reader"
+    text = run(config)
+    assert value(text, "regwatch_target_up", target="jf", kind="artifactory") == 1
+    assert value(text, "regwatch_collector_success", target="jf", collector="artifactory_storage") == 0
+    assert not [k for k in samples(text) if k[0].startswith(("regwatch_storage", "regwatch_artifactory"))]
+    err = failed(caplog)["artifactory_storage"]
+    assert "target jf" in err and "/api/storageinfo" in err and "403" in err and "admin" in err
+    assert "reader-pw" not in caplog.text

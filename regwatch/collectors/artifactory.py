@@ -87,8 +87,8 @@ class ArtifactoryREST:
         else:
             self.hint = "set token_file (an access token) or username and password_file: anonymous access is refused"
 
-    def get(self, path: str) -> Any:
-        return get_json(self.client, path, self.target, "Artifactory", self.hint, self.basic)
+    def get(self, path: str, forbidden_hint: str = "give the account read permission on it") -> Any:
+        return get_json(self.client, path, self.target, "Artifactory", self.hint, self.basic, forbidden_hint)
 
     def close(self) -> None:
         self.client.close()
@@ -127,7 +127,7 @@ class ArtifactoryStorageCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         name = self.target.name
-        info = self.api.get("/api/storageinfo")
+        info = self.api.get("/api/storageinfo", "it needs an admin user or an admin-scoped access token")
         if not isinstance(info, dict):
             raise ProtocolError(f"target {name}: GET /api/storageinfo answered unexpected JSON; "
                                 "check that the url is Artifactory's base (…/artifactory)")

@@ -75,7 +75,7 @@ class MissingFields:
 
 
 def get_json(client: RegistryClient, path: str, target: TargetConfig, vendor: str, auth_hint: str,
-             preemptive_basic: bool) -> Any:
+             preemptive_basic: bool, forbidden_hint: str = "give the account read permission on it") -> Any:
     """GET a REST endpoint; re-raise 401/403 with what to do next."""
     try:
         resp = client.request("GET", path, preemptive_basic=preemptive_basic)
@@ -83,8 +83,8 @@ def get_json(client: RegistryClient, path: str, target: TargetConfig, vendor: st
         raise AuthFailed(f"target {target.name}: {vendor} rejected the credentials on GET {path} (HTTP 401); "
                          f"{auth_hint}", status=401) from None
     except Forbidden as exc:
-        raise Forbidden(f"target {target.name}: {vendor} denied GET {path} (HTTP 403); give the account "
-                        f"read permission on it ({exc})", status=403) from None
+        raise Forbidden(f"target {target.name}: {vendor} denied GET {path} (HTTP 403); {forbidden_hint} "
+                        f"({exc})", status=403) from None
     try:
         return resp.json()
     except ValueError:
@@ -153,7 +153,8 @@ class NexusCollector(Collector):
         if resp.status_code == 503:
             raise ProtocolError(f"target {name}: GET {REST}/status answered 503: Nexus reports itself unavailable "
                                 "(starting, or its database/blob stores are down); see Nexus's nexus.log")
-        checks = get_json(self.client, f"{REST}/status/check", self.target, "Nexus", _auth_hint(self.target), True)
+        checks = get_json(self.client, f"{REST}/status/check", self.target, "Nexus", _auth_hint(self.target), True,
+                          "give the user the nx-metrics-all privilege")
         if not isinstance(checks, dict):
             raise ProtocolError(f"target {name}: GET {REST}/status/check answered with unexpected JSON; "
                                 "check that the url points at Nexus Repository 3")
@@ -187,8 +188,10 @@ class NexusStorageCollector(Collector):
         name = self.target.name
         hint = _auth_hint(self.target)
         missing = MissingFields(name)
-        stores_json = get_json(self.client, f"{REST}/blobstores", self.target, "Nexus", hint, True)
-        repos_json = get_json(self.client, f"{REST}/repositories", self.target, "Nexus", hint, True)
+        stores_json = get_json(self.client, f"{REST}/blobstores", self.target, "Nexus", hint, True,
+                               "give the user the nx-blobstores-read privilege")
+        repos_json = get_json(self.client, f"{REST}/repositories", self.target, "Nexus", hint, True,
+                              "give the user browse/read on the Docker repositories (nx-repository-view-docker-*-*)")
         if not isinstance(stores_json, list) or not isinstance(repos_json, list):
             raise ProtocolError(f"target {name}: {REST}/blobstores or {REST}/repositories did not answer with a "
                                 "JSON list; check that the url points at Nexus Repository 3")

@@ -23,6 +23,7 @@ Payloads follow Sonatype's documented REST API of Nexus Repository 3 (help.sonat
 
 Switches: ``auth_fail`` (every authenticated endpoint answers 401), ``unavailable`` (status 503),
 ``drop_field`` (``"availableSpaceInBytes"`` ... removed from the first blob store),
+``forbidden`` (paths answering 403 to a valid login without the privilege),
 ``stop()`` (the server is down).
 """
 
@@ -94,6 +95,7 @@ class FakeNexus(FakeServer):
         self.auth_fail = False
         self.unavailable = False
         self.drop_field: str | None = None
+        self.forbidden: set[str] = set()  # paths answering 403 (the user lacks the privilege)
         self.checks: dict[str, dict] = {
             "Available CPUs": {"healthy": True, "message": "The host system is allocating a maximum of 4 cores"},
             "Blob Stores": {"healthy": True, "message": "All blob stores are ready"},
@@ -155,6 +157,8 @@ class FakeNexus(FakeServer):
             return 404, {}, b""
         if not self._authorized(req):
             return 401, {"WWW-Authenticate": 'BASIC realm="Sonatype Nexus Repository Manager"'}, b""
+        if path in self.forbidden:
+            return 403, {}, b""
         if path.startswith(detail_prefix):
             detail = self.proxy_detail(unquote(path[len(detail_prefix):]))
             return as_json(detail) if detail else (404, {}, b"")
