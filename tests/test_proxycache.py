@@ -181,6 +181,15 @@ def test_without_the_registry_prometheus_metrics_only_manifests_are_exported():
     assert derive(expvar, 5.0, 2.0)["blob"] == (5.0, 3.0, 2.0)
 
 
+def test_a_distribution_3_registry_is_taken_at_its_word_once_it_counts_a_blob_miss():
+    # Shaped after distribution v3.1.1 registry/proxy (proxymetrics.go, proxyblobstore.go: one push per
+    # request, BlobPull on every upstream fetch); no v3 registry is installable here to run for real.
+    expvar = {"blobs": {"Requests": 7, "Hits": 5, "Misses": 2},
+              "manifests": {"Requests": 3, "Hits": 2, "Misses": 1}}
+    assert derive(expvar, 7.0) == {"blob": (7.0, 5.0, 2.0), "manifest": (3.0, 2.0, 1.0)}
+    assert derive(expvar, None)["blob"] == (7.0, 5.0, 2.0)
+
+
 def test_distribution_2_8_counts_its_proxy_expvar_as_the_collector_assumes(upstream_and_proxy):
     """Pins the raw counters' quirks (see the collector's docstring); fails if an upgrade changes them."""
     _, proxy, images = upstream_and_proxy

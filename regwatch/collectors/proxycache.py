@@ -15,7 +15,13 @@ distribution v2.8.2 explains it:
   expvar cannot split hits from misses. The registry's own Prometheus metrics on the same
   debug address (``registry_http_requests_total{handler="blob"}``, which needs
   ``http.debug.prometheus.enabled``) count the requests clients made. The difference
-  between the two is the misses.
+  between the two is the misses, less the blob requests still in flight
+  (``registry_http_in_flight_requests{handler="blob"}``): a hit is counted as pushed when it
+  starts streaming, but is a finished request only when the download ends.
+
+Distribution 3 counts correctly (one push per request, ``Misses`` from ``BlobPull``): once
+the blob ``Misses`` counter moves, which 2.8's never does, regwatch takes the expvar as it is.
+Until then both versions give the same figures through the 2.8 formula.
 
 What regwatch exports is what a user means: ``requests`` are the client requests the cache
 answered, ``misses`` are those it had to fetch from the upstream, and ``hits`` are the rest.
@@ -72,7 +78,8 @@ def blob_client_requests(metrics_text: str) -> tuple[float, float] | None:
     return None if total is None else (total, in_flight)
 
 
-def derive(expvar: dict, blob_requests: float | None, blob_in_flight: float = 0.0) -> dict[str, tuple[float, float, float]]:
+def derive(expvar: dict, blob_requests: float | None,
+           blob_in_flight: float = 0.0) -> dict[str, tuple[float, float, float]]:
     """object -> (requests, hits, misses), what a user means by them (see the module docstring).
 
     A blob request still streaming has already been pushed once (a hit is counted before its
@@ -84,8 +91,13 @@ def derive(expvar: dict, blob_requests: float | None, blob_in_flight: float = 0.
     manifests = expvar["manifests"]
     m_requests, m_misses = float(manifests["Requests"]), float(manifests["Misses"])
     out["manifest"] = (m_requests, max(0.0, m_requests - m_misses), m_misses)
-    if blob_requests is not None:
-        pushes = float(expvar["blobs"]["Requests"])
+    blobs = expvar["blobs"]
+    if float(blobs.get("Misses", 0)) > 0:
+        # Distribution 3 counts blob misses itself (and pushes once per request); 2.8 never does.
+        b_requests, b_misses = float(blobs["Requests"]), float(blobs["Misses"])
+        out["blob"] = (b_requests, max(0.0, b_requests - b_misses), b_misses)
+    elif blob_requests is not None:
+        pushes = float(blobs["Requests"])
         b_misses = max(0.0, pushes - blob_requests - blob_in_flight)
         out["blob"] = (blob_requests, max(0.0, blob_requests - b_misses), b_misses)
     return out
