@@ -47,10 +47,12 @@ def upstream_and_proxy(make_registry):
 
 def settle(proxy: LocalRegistry) -> None:
     last = None
+    deadline = time.monotonic() + 20
     while True:
         now = requests.get(proxy.debug_url + "/debug/vars", timeout=5).json()["registry"]["proxy"]
         if now == last:
             return
+        assert time.monotonic() < deadline, f"the proxy's counters never settled: {now}"
         last = now
         time.sleep(0.25)
 
