@@ -194,3 +194,25 @@ def test_403_on_blob_stores_fails_only_the_storage_job(nexus, password_file, cap
     err = {r.collector: r.err for r in failures(caplog)}["nexus_storage"]
     assert "target nx" in err and "/service/rest/v1/blobstores" in err and "403" in err
     assert "nx-blobstores-read" in err
+
+
+def test_403_on_status_checks_keeps_target_up_and_exports_no_check(nexus, password_file, caplog):
+    nexus.forbidden.add("/service/rest/v1/status/check")
+    text, runner = run(nexus_target(nexus, password_file))
+    assert value(text, "regwatch_target_up", target="nx", kind="nexus") == 1
+    assert not [k for k in samples(text) if k[0] == "regwatch_nexus_status_check_healthy"]  # absent, not 0
+    job = next(j for j in runner.jobs if j.collector.name == "nexus")
+    runner.run_once(job)  # a second run does not repeat the log line
+    lines = [r for r in caplog.records if r.getMessage() == "Nexus status checks not collected"]
+    assert len(lines) == 1 and "nx-metrics-all" in lines[0].err and "403" in lines[0].err
+
+
+def test_hung_nexus_is_target_down_naming_the_endpoint(nexus, password_file, caplog):
+    nexus.delay = 2.0  # accepts the connection, answers after the client's 0.5 s timeout
+    text, _ = run(nexus_target(nexus, password_file, timeout="0.5s"))
+    assert value(text, "regwatch_target_up", target="nx", kind="nexus") == 0
+    assert not [k for k in samples(text) if k[0].startswith(("regwatch_storage", "regwatch_nexus"))]
+    errs = {r.collector: r.err for r in failures(caplog)}
+    # The client's own timeout error (endpoint and budget), not the runner's bare "timed out after".
+    assert "target nx" in errs["nexus"] and "/service/rest/v1/status" in errs["nexus"]
+    assert "no answer within 0.5s" in errs["nexus"]

@@ -132,6 +132,14 @@ def docker_totals(target: TargetConfig, clients: dict[str, RegistryClient], wher
                 ["target"], [([target.name], totals["regwatch_registry_tags"])])
 
 
+def job_timeouts(target: TargetConfig) -> tuple[float, float]:
+    """(primary, secondary) job timeouts: long enough for the client's own timeout, retries and
+    backoff (3 attempts, 0.5 s + 1 s) to end in its error, which names the endpoint, rather than
+    in the runner's bare "timed out"."""
+    one_request = target.timeout * 3 + 2.0
+    return one_request, max(one_request * 2, 30.0)
+
+
 def _auth_hint(target: TargetConfig) -> str:
     return ("check username and password_file/password_env of the target (a Nexus user with the "
             "nx-metrics-all and nx-blobstores-read privileges)" if target.username else
@@ -146,6 +154,7 @@ class NexusCollector(Collector):
     def __init__(self, target: TargetConfig, client: RegistryClient | None = None):
         self.target = target
         self.client = client or RegistryClient.for_target(target)
+        self._forbidden_logged = False
 
     def collect(self) -> Iterable[Metric]:
         name = self.target.name
@@ -153,8 +162,17 @@ class NexusCollector(Collector):
         if resp.status_code == 503:
             raise ProtocolError(f"target {name}: GET {REST}/status answered 503: Nexus reports itself unavailable "
                                 "(starting, or its database/blob stores are down); see Nexus's nexus.log")
-        checks = get_json(self.client, f"{REST}/status/check", self.target, "Nexus", _auth_hint(self.target), True,
-                          "give the user the nx-metrics-all privilege")
+        try:
+            checks = get_json(self.client, f"{REST}/status/check", self.target, "Nexus", _auth_hint(self.target),
+                              True, "give the user the nx-metrics-all privilege")
+        except Forbidden as exc:
+            # Nexus is up (status 200) and the login works: a missing privilege is not "target down".
+            # No check series at all (not a 0), and one log line until the privilege is granted.
+            if not self._forbidden_logged:
+                log.warning("Nexus status checks not collected", extra={"target": name, "err": str(exc)})
+                self._forbidden_logged = True
+            return
+        self._forbidden_logged = False
         if not isinstance(checks, dict):
             raise ProtocolError(f"target {name}: GET {REST}/status/check answered with unexpected JSON; "
                                 "check that the url points at Nexus Repository 3")
@@ -285,11 +303,12 @@ def nexus_jobs(config: Config) -> Iterable[Job]:
     for target in config.targets:
         if target.kind != "nexus":
             continue
-        yield Job(target.name, NexusCollector(target), target.interval, target.timeout, kind=target.kind)
-        yield Job(target.name, NexusStorageCollector(target), target.interval, max(target.timeout * 3, 30.0))
+        primary, slow = job_timeouts(target)
+        yield Job(target.name, NexusCollector(target), target.interval, primary, kind=target.kind)
+        yield Job(target.name, NexusStorageCollector(target), target.interval, slow)
         if target.nexus.docker_connectors:
-            yield Job(target.name, NexusDockerCollector(target), target.interval, max(target.timeout * 3, 30.0))
+            yield Job(target.name, NexusDockerCollector(target), target.interval, slow)
 
 
 __all__ = ["NexusCollector", "NexusStorageCollector", "NexusDockerCollector", "storage_families", "get_json",
-           "MissingFields", "docker_totals", "gauge"]
+           "MissingFields", "docker_totals", "gauge", "job_timeouts"]
