@@ -187,3 +187,11 @@ def test_non_admin_403_on_storageinfo_fails_only_the_storage_job(jfrog, secrets,
     err = failed(caplog)["artifactory_storage"]
     assert "target jf" in err and "/api/storageinfo" in err and "403" in err and "admin" in err
     assert "reader-pw" not in caplog.text
+
+
+def test_hung_artifactory_is_target_down_naming_the_endpoint(jfrog, secrets, caplog):
+    jfrog.delay = 2.0
+    text = run(art_target(jfrog, secrets, timeout="0.5s"))
+    assert value(text, "regwatch_target_up", target="jf", kind="artifactory") == 0
+    err = failed(caplog)["artifactory"]
+    assert "target jf" in err and "/api/system/ping" in err and "no answer within 0.5s" in err

@@ -41,7 +41,7 @@ from prometheus_client.metrics_core import Metric
 
 from regwatch.client import AuthFailed, ProtocolError, RegistryClient
 from regwatch.collectors import Collector, Job, job_factory
-from regwatch.collectors.nexus import MissingFields, docker_totals, gauge, get_json, storage_families
+from regwatch.collectors.nexus import MissingFields, docker_totals, gauge, get_json, job_timeouts, storage_families
 from regwatch.config import Config, TargetConfig
 
 UNITS = {"bytes": 1, "b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3, "tb": 1024 ** 4, "pb": 1024 ** 5}
@@ -214,7 +214,7 @@ def artifactory_jobs(config: Config) -> Iterable[Job]:
     for target in config.targets:
         if target.kind != "artifactory":
             continue
-        slow = max(target.timeout * 3, 30.0)
-        yield Job(target.name, ArtifactoryCollector(target), target.interval, target.timeout, kind=target.kind)
+        primary, slow = job_timeouts(target)
+        yield Job(target.name, ArtifactoryCollector(target), target.interval, primary, kind=target.kind)
         yield Job(target.name, ArtifactoryStorageCollector(target), target.interval, slow)
         yield Job(target.name, ArtifactoryDockerCollector(target), target.interval, slow)

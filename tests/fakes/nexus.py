@@ -24,7 +24,7 @@ Payloads follow Sonatype's documented REST API of Nexus Repository 3 (help.sonat
 Switches: ``auth_fail`` (every authenticated endpoint answers 401), ``unavailable`` (status 503),
 ``drop_field`` (``"availableSpaceInBytes"`` ... removed from the first blob store),
 ``forbidden`` (paths answering 403 to a valid login without the privilege),
-``stop()`` (the server is down).
+``delay`` (seconds every answer waits: a hung server), ``stop()`` (the server is down).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -51,6 +52,8 @@ class FakeServer:
 
             def do_GET(self) -> None:  # noqa: N802
                 fake.requests.append(self.path)
+                if fake.delay:
+                    time.sleep(fake.delay)  # a hung server: accepts, then answers too late
                 status, headers, body = fake.handle(self)
                 self.send_response(status)
                 for key, value in headers.items():
@@ -60,6 +63,7 @@ class FakeServer:
                 self.wfile.write(body)
 
         self.requests: list[str] = []
+        self.delay = 0.0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
