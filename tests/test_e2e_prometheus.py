@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from regwatch.images import build_image, push_image
 from regwatch.localregistry import LocalRegistry
 from tests.conftest import ServeProcess, regwatch_cmd
 from tests.promserver import PrometheusServer
+from tests.test_dashboards import substitute
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting the tmpfs the test fills needs root")
 
@@ -141,17 +141,6 @@ def test_storage_alert_fires_when_the_watched_volume_passes_85_percent(stack):
     assert alert["annotations"]["runbook_url"].endswith("docs/runbook.md#registrystoragealmostfull")
     # The registry itself stays up: the target-down alert must not fire alongside.
     assert firing(prom, "RegwatchTargetDown") == []
-
-
-SUBSTITUTE = {"$job": ".+", "$target": ".+", "$__rate_interval": "1m", "${__rate_interval}": "1m",
-              "$__interval": "15s", "$__range": "5m"}
-
-
-def substitute(expr: str) -> str:
-    for var, value in sorted(SUBSTITUTE.items(), key=lambda kv: -len(kv[0])):
-        expr = expr.replace(var, value)
-    assert "$" not in re.sub(r"\{\{.*?\}\}", "", expr), f"unsubstituted variable in {expr!r}"
-    return expr
 
 
 def test_every_dashboard_panel_query_runs_and_has_data_unless_listed(stack):

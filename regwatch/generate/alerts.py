@@ -116,7 +116,7 @@ def humanize_duration(value: float) -> str:
     return f"{sign}{_go_g(v)}{prefix}s"
 
 
-_TEMPLATE = re.compile(r"\{\{\s*(\$labels\.(\w+)|\$value(\s*\|\s*(\w+))?|printf \"%\.1f\" \(\$value \| (\w+)\))\s*\}\}")
+_TEMPLATE = re.compile(r"\{\{\s*(\$labels\.(\w+)|\$value(\s*\|\s*(\w+))?)\s*\}\}")
 _FILTERS: dict[str, Callable[[float], str]] = {
     "humanizePercentage": humanize_percentage, "humanizeDuration": humanize_duration,
     "": _go_g,
@@ -340,7 +340,6 @@ def _predicted_full(o: AlertOptions) -> Alert:
     wait = _minutes(for_)
     at = wait + 30
     labels = {"volume": "registry-data"}
-    cap = 100e9
     # Free space falls by `fall` bytes a minute: full in (free / fall) minutes from the evaluation.
     def series(minutes_to_full: float) -> dict[str, str]:
         free_at_eval = 30e9
