@@ -90,3 +90,19 @@ BLOB_GET = re.compile(r'"GET /v2/[^ ]+/blobs/(sha256:[0-9a-f]{64}) ')
 def blob_gets(log_path: Path) -> list[str]:
     """Digests of blob GETs in a docker-registry access log (its own independent record)."""
     return BLOB_GET.findall(log_path.read_text(errors="replace"))
+
+
+def open_url(url: str, **kwargs):  # noqa: ANN201 - a regwatch.drill.common.Registry
+    """The drill's own handle on a registry given by URL (what `regwatch drill --source URL` opens)."""
+    from regwatch.drill.common import open_registry
+
+    return open_registry(url, None, **kwargs)
+
+
+def report_of(directory: Path) -> dict:
+    return json.loads((Path(directory) / "report.json").read_text())
+
+
+def rows(report: dict) -> dict[str, dict]:
+    """The report's per-image rows by repository:tag."""
+    return {r["image"]: r for r in report["images"]}
