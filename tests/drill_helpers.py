@@ -106,3 +106,14 @@ def report_of(directory: Path) -> dict:
 def rows(report: dict) -> dict[str, dict]:
     """The report's per-image rows by repository:tag."""
     return {r["image"]: r for r in report["images"]}
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample of a Prometheus exposition (parsed, not searched), or None if absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None

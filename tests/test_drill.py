@@ -7,7 +7,7 @@ import re
 import subprocess
 
 from regwatch.client import RegistryClient
-from tests.drill_helpers import blob_gets, populate, run_drill, served
+from tests.drill_helpers import blob_gets, open_url, populate, report_of, rows, run_drill, served
 
 
 def test_full_drill_two_registries_all_digests_equal(registry, make_registry, tmp_path):
@@ -29,11 +29,17 @@ def test_full_drill_two_registries_all_digests_equal(registry, make_registry, tm
 
     report = json.loads((store / "report.json").read_text())
     assert report["success"] is True
-    assert report["images"]["total"] == len(expected) and report["images"]["failed"] == 0
+    assert set(rows(report)) == set(expected)
+    assert {name: r["digest"] for name, r in rows(report).items()} == expected
+    assert all(r["status"] == {"backup": "copied", "restore": "pushed", "verify": "verified"}
+               for r in report["images"])
+    assert rows(report)["multi:latest"]["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert rows(report)["app:1.0"]["platforms"] == ["linux/amd64"]
     assert (store / "report.html").read_text().count("PASSED") >= 1
     prom = (textfiles / "regwatch_drill.prom").read_text()
     assert f'regwatch_drill_success{{store="{store.resolve()}"}} 1.0' in prom
     assert f'regwatch_drill_images{{result="ok",store="{store.resolve()}"}} {float(len(expected))}' in prom
+    assert f'regwatch_drill_coverage_ratio{{store="{store.resolve()}"}} 1.0' in prom
 
     # skopeo reads the store through its own OCI layout transport and pushes the same manifest
     third = make_registry()
@@ -52,8 +58,16 @@ def test_full_drill_two_registries_all_digests_equal(registry, make_registry, tm
     assert proc.returncode == 0, proc.stderr
     assert len(blob_gets(registry.log_path)) == before
     report = json.loads((store / "report.json").read_text())
-    assert report["images"]["skipped"] == len(expected)
-    assert report["bytes"]["transferred"] == 0
+    assert {r["status"]["backup"] for r in report["images"]} == {"unchanged"}
+    assert report["summary"]["bytes"]["transferred"] == 0
+    # backup and verify count the same objects of the same store
+    verify = run_drill("--verify", "--store", store, "--report-dir", tmp_path / "v")
+    assert verify.returncode == 0, verify.stderr
+    backup_phase, verify_phase = report["phases"]["backup"], report_of(tmp_path / "v")["phases"]["verify"]
+    assert (backup_phase["objects"], backup_phase["bytes"]) == (verify_phase["objects"], verify_phase["bytes"])
+    on_disk = [p for p in (store / "blobs" / "sha256").iterdir()]
+    assert verify_phase["objects"] == len(on_disk)
+    assert verify_phase["bytes"] == sum(p.stat().st_size for p in on_disk)
 
 
 def test_restore_refuses_to_move_a_tag_unless_forced(make_registry, tmp_path):
@@ -71,6 +85,9 @@ def test_restore_refuses_to_move_a_tag_unless_forced(make_registry, tmp_path):
         proc = run_drill("--restore", "--dest", dest.url, "--store", store, "--force", "--dry-run")
         assert proc.returncode == 0, proc.stderr
         assert "multi:latest: would push" in proc.stdout
+        assert proc.stderr.splitlines()[-1] == (f"dry run: nothing was pushed to {dest.url}, and no report or "
+                                                "metrics were written")
+        assert not (store / "report.json").exists() or report_of(store)["phases_run"] == ["backup"]
         assert served(dst, expected) == before
         proc = run_drill("--restore", "--dest", dest.url, "--store", store, "--force")
         assert proc.returncode == 0, proc.stderr
@@ -110,7 +127,7 @@ def test_docker_config_credentials_and_verify_against(registry, tmp_path):
     assert moved != expected["multi:latest"]
     proc = run_drill("--verify", "--store", store, "--against", registry.url, env=env)
     assert proc.returncode == 1
-    assert json.loads((store / "report.json").read_text())["failed_images"] == ["multi:latest"]
+    assert report_of(store)["failed_images"] == ["multi:latest"]
     # without credentials the registry refuses, and the error says so per image
     proc = run_drill("--verify", "--store", store, "--against", registry.url,
                      env={"DOCKER_CONFIG": str(tmp_path), "REGWATCH_USERNAME": ""})
@@ -163,12 +180,12 @@ def test_big_blobs_are_restored_in_chunks(make_registry, tmp_path, monkeypatch):
     source, dest = make_registry(), make_registry()
     with RegistryClient(source.url) as src:
         expected = populate(src)
-        store = Store(tmp_path / "store", create=True)
-        assert backup(src, store, []).ok
+    store = Store(tmp_path / "store", create=True)
+    assert backup(open_url(source.url), store, []).ok
     monkeypatch.setattr(restore_mod, "CHUNKED_ABOVE", 3000)
     monkeypatch.setattr(restore_mod, "CHUNK_SIZE", 1024)
+    assert restore_mod.restore(open_url(dest.url), store, parallel=1).ok
     with RegistryClient(dest.url) as dst:
-        assert restore_mod.restore(dst, store, parallel=1).ok
         assert served(dst, expected) == expected
     big = [p.stat().st_size for p in store.blob_dir.iterdir() if p.stat().st_size > 3000]
     patches = re.findall(r'"PATCH /v2/[^ ]+/blobs/uploads/[^ ]* HTTP/1.1" 202', dest.log_path.read_text())

@@ -115,7 +115,7 @@ def test_kill_9_then_resume(make_registry, tmp_path):
         check = run_drill("--verify", "--store", store)
         assert check.returncode == 0, check.stderr
         report = json.loads((store / "report.json").read_text())
-        assert report["images"]["total"] == len(tags)
+        assert report["summary"]["images"] == len(tags)
     finally:
         proxy.close()
 
