@@ -117,3 +117,20 @@ def metric(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and sample.labels == labels:
                 return sample.value
     return None
+
+
+def push_artifact(client: RegistryClient, repo: str, subject_digest: str, subject_size: int, artifact_type: str,
+                  payload: bytes) -> tuple[str, bytes]:
+    """An OCI 1.1 artifact (image-spec "artifacts guidance": empty config, one layer, ``artifactType``,
+    ``subject``) pushed by digest only, so it is found through the referrers API and nothing else.
+    Returns (digest, manifest body)."""
+    empty = Blob(b"{}", "application/vnd.oci.empty.v1+json")
+    layer = Blob(payload, artifact_type)
+    for blob in (empty, layer):
+        client.push_blob(repo, blob.digest, blob.data, len(blob.data))
+    body = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST, "artifactType": artifact_type,
+                       "config": empty.descriptor(), "layers": [layer.descriptor()],
+                       "subject": {"mediaType": MEDIA_OCI_MANIFEST, "digest": subject_digest, "size": subject_size},
+                       "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"}}).encode()
+    client.put_manifest(repo, sha256_digest(body), body, MEDIA_OCI_MANIFEST)
+    return sha256_digest(body), body
