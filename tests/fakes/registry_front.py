@@ -231,7 +231,7 @@ class RegistryFront:
         if size > 100:
             self._json(h, 422, {"errors": [{"code": "UNPROCESSABLE_ENTITY", "message": "page_size > 100"}]})
             return
-        _, _, data = self._upstream("GET", "/v2/_catalog?n=10000", {}, None)
+        _, _, data = self._upstream("GET", "/v2/_catalog?n=1000", {}, None)
         repos = sorted(json.loads(data).get("repositories") or [])
         if parts.path == "/api/v2.0/projects":
             names = sorted({r.split("/", 1)[0] for r in repos if "/" in r})
