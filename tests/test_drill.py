@@ -153,23 +153,32 @@ def test_progress_bar_on_a_tty_plain_lines_otherwise(make_registry, tmp_path):
 
 
 def test_restore_uploads_a_shared_layer_once_and_mounts_it(make_registry, tmp_path):
-    from regwatch.images import gzip_layer, tar_layer
+    from regwatch.images import build_image, gzip_layer, push_image, tar_layer
     from tests.drill_helpers import BASE
 
     source, dest = make_registry(), make_registry()
     with RegistryClient(source.url) as src:
         expected = populate(src)
+        for repo in ("third", "fourth"):  # two more repositories on the shared base layer
+            expected[f"{repo}:1"] = push_image(src, repo, "1", build_image([BASE, {repo: repo.encode()}]))
     store = tmp_path / "store"
     assert run_drill("--backup", "--source", source.url, "--store", store).returncode == 0
-    proc = run_drill("--restore", "--dest", dest.url, "--store", store, "--parallel", "1")
+    proc = run_drill("--restore", "--dest", dest.url, "--store", store)  # in parallel (4), as by default
     assert proc.returncode == 0, proc.stderr
     with RegistryClient(dest.url) as dst:
         assert served(dst, expected) == expected
-    hexd = gzip_layer(tar_layer(BASE)).digest.split(":")[1]  # the layer app and both multi platforms share
     log = dest.log_path.read_text(errors="replace")
-    uploads = re.findall(rf'"PUT /v2/[^ ]+/blobs/uploads/[^ "]*digest=sha256%3A{hexd}[^ "]* HTTP/1.1" 201', log)
+    # the destination's own access log: every blob arrives exactly once, whichever repository needs it
+    uploads = re.findall(r'"PUT /v2/[^ ]+/blobs/uploads/[^ "]*digest=sha256%3A([0-9a-f]{64})[^ "]* HTTP/1.1" 201', log)
+    on_disk = {p.name for p in (store / "blobs" / "sha256").iterdir()}
+    assert sorted(uploads) == sorted(set(uploads)) and set(uploads) <= on_disk
+    hexd = gzip_layer(tar_layer(BASE)).digest.split(":")[1]  # app, multi (both platforms), third, fourth share it
     mounts = re.findall(rf'"POST /v2/[^ ]+/blobs/uploads/\?[^ "]*mount=sha256%3A{hexd}[^ "]* HTTP/1.1" 201', log)
-    assert len(uploads) == 1 and len(mounts) == 1, (uploads, mounts)
+    assert uploads.count(hexd) == 1 and len(mounts) == 3, (uploads, mounts)
+    report = report_of(store)["phases"]["restore"]
+    assert report["moved_objects"] - report["manifests"] == len(uploads)  # uploaded blobs, as the registry saw them
+    assert report["mounted_objects"] == len(re.findall(r'"POST /v2/[^ ]+/blobs/uploads/\?[^ "]*mount=[^ "]* '
+                                                       r'HTTP/1.1" 201', log))
 
 
 def test_big_blobs_are_restored_in_chunks(make_registry, tmp_path, monkeypatch):

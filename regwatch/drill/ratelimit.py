@@ -9,11 +9,13 @@ this module shrinks to passing ``max_rps`` and reading ``RateLimited.reset_at``.
 
 - ``max_rps``: a token bucket, one request per 1/max_rps seconds, burst 1.
 - ``Retry-After`` (RFC 9110 10.2.3): delay-seconds or an HTTP-date. After a 429 or 503 carrying it,
-  no request goes out before that moment (capped at ``MAX_WAIT``; beyond it the request fails and the
-  report says when the limit resets).
+  no request goes out before that moment; a wait longer than ``MAX_WAIT`` is not waited for: the
+  request fails and the report says when the limit resets.
 - ``RateLimit-Remaining`` / ``RateLimit-Reset`` / ``RateLimit-Limit`` (Docker Hub's ``ratelimit-*``,
   ``76;w=21600``, and the IETF draft's): when what remains falls under ``LOW_WATER`` of the limit, the
-  remaining requests are spread over the time to the reset (the window ``w`` when no reset is given).
+  remaining requests are spread over the time to the reset (the window ``w`` when no reset is given),
+  unless that means more than ``MAX_SPACING`` between requests (Docker Hub's 6-hour window): then the
+  drill spends what is left and, if it runs out, says when the limit resets.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 log = logging.getLogger("regwatch.drill")
 
 MAX_WAIT = 300.0
+MAX_SPACING = 10.0  # slower than one request per 10 s is no drill: spend the rest, then report the reset
 LOW_WATER = 0.2
 MIN_LOW = 5
 
@@ -120,10 +123,11 @@ class Pacer:
                     st.limited += 1
                 if delay is not None:
                     st.last_reset_at = now + delay
-                    st.blocked_until = max(st.blocked_until, now + min(delay, MAX_WAIT))
-                    if delay > 1:
-                        log.warning("drill: %s is rate-limiting; waiting %.0f s (Retry-After: %s)", self.host,
-                                    min(delay, MAX_WAIT), headers.get("Retry-After"))
+                    if delay <= MAX_WAIT:
+                        st.blocked_until = max(st.blocked_until, now + delay)
+                        if delay > 1:
+                            log.warning("drill: %s is rate-limiting; waiting %.0f s (Retry-After: %s)", self.host,
+                                        delay, headers.get("Retry-After"))
             remaining, window = _first_number(headers.get("RateLimit-Remaining"))
             if remaining is None:
                 return
@@ -132,10 +136,10 @@ class Pacer:
             horizon = reset if reset is not None else (window or lwindow)
             low = max(MIN_LOW, (limit or 0) * LOW_WATER)
             if remaining <= 0 and horizon:
-                st.last_reset_at = now + horizon
-                st.blocked_until = max(st.blocked_until, now + min(horizon, MAX_WAIT))
-            elif remaining < low and horizon:
-                st.spacing = min(horizon / remaining, MAX_WAIT)
+                if horizon <= MAX_WAIT:
+                    st.blocked_until = max(st.blocked_until, now + horizon)
+            elif remaining < low and horizon and horizon / remaining <= MAX_SPACING:
+                st.spacing = horizon / remaining
             else:
                 st.spacing = 0.0
 

@@ -25,10 +25,12 @@ every request through and adds what 2.8.2 does not have, each switched on by the
   ``GET /api/v2.0/projects/{project_name}/repositories`` with ``page``/``page_size`` (max 100, else 422),
   ``X-Total-Count`` and a relative ``Link: <...>; rel="next"``; ``Repository.name`` is the full
   ``project/repo``; the data comes from the real registry's catalog.
-- **Rate limits** (``ratelimit=(limit, window_seconds, retry_after_seconds)``): every /v2 request
-  carries ``RateLimit-Limit: L;w=W`` and a falling ``RateLimit-Remaining: R;w=W`` (Docker Hub's
-  headers); when R reaches 0 the front answers 429 with ``Retry-After`` as an HTTP-date (RFC 9110
-  10.2.3) until then, and the budget refills after that date.
+- **Rate limits** (``ratelimit=(limit, window_seconds, surprise_at)``): fixed windows of W seconds
+  (ending on whole seconds) with L requests each; every /v2 answer carries ``RateLimit-Limit: L;w=W``,
+  a falling ``RateLimit-Remaining: R;w=W`` (Docker Hub's headers) and ``RateLimit-Reset`` (seconds to
+  the window's end, IETF draft-ietf-httpapi-ratelimit-headers); a request past the budget is 429 with
+  ``Retry-After`` as an HTTP-date (RFC 9110 10.2.3). Request number ``surprise_at`` is refused with a
+  429 the headers did not announce (``Retry-After`` 2 s ahead), as when another client drained it.
 
 ``requests`` records (time, method, path, status, headers) of every request, for the tests' own count.
 """
@@ -64,7 +66,9 @@ class RegistryFront:
         self.requests: list[dict] = []
         self._lock = threading.Lock()
         self._remaining = ratelimit[0] if ratelimit else 0
+        self._window_end = 0.0
         self._blocked_until = 0.0
+        self._count = 0
         front = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -129,28 +133,11 @@ class RegistryFront:
                                   "headers": dict(h.headers), "status": None})
         extra: list[tuple[str, str]] = []
         if self.ratelimit and parts.path.startswith("/v2"):
-            limit, window, retry = self.ratelimit
-            with self._lock:
-                now = time.time()
-                if now < self._blocked_until:
-                    when = email.utils.formatdate(self._blocked_until, usegmt=True)
-                    self._json(h, 429, {"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]},
-                               [("Retry-After", when), ("RateLimit-Limit", f"{limit};w={window:g}"),
-                                ("RateLimit-Remaining", f"0;w={window:g}")])
-                    return
-                if self._blocked_until and now >= self._blocked_until:
-                    self._remaining, self._blocked_until = limit, 0.0
-                if self._remaining <= 0:
-                    # an HTTP-date has whole seconds: the limit resets on the next whole second after `retry`
-                    self._blocked_until = math.ceil(now + retry)
-                    when = email.utils.formatdate(self._blocked_until, usegmt=True)
-                    self._json(h, 429, {"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]},
-                               [("Retry-After", when), ("RateLimit-Limit", f"{limit};w={window:g}"),
-                                ("RateLimit-Remaining", f"0;w={window:g}")])
-                    return
-                self._remaining -= 1
-                extra = [("RateLimit-Limit", f"{limit};w={window:g}"),
-                         ("RateLimit-Remaining", f"{self._remaining};w={window:g}")]
+            extra = self._limit()
+            if extra is None:
+                self._json(h, 429, {"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]},
+                           self.requests[-1]["reply"])
+                return
         if parts.path == "/v2/_catalog" and self.catalog_status:
             self._json(h, self.catalog_status, {"errors": [{"code": "UNAUTHORIZED", "message": "catalog refused"}]},
                        [("WWW-Authenticate", 'Basic realm="front"')] if self.catalog_status == 401 else [])
@@ -169,6 +156,30 @@ class RegistryFront:
             if subject:
                 up_headers = [*up_headers, ("OCI-Subject", subject)]
         self._reply(h, status, [*up_headers, *extra], data)
+
+    # ------------------------------------------------------------------ rate limit
+    def _limit(self) -> list[tuple[str, str]] | None:
+        """Headers for an allowed request, or None (429; its headers are left in the request record)."""
+        limit, window, surprise_at = self.ratelimit
+        with self._lock:
+            now = time.time()
+            self._count += 1
+            record = self.requests[-1]
+            if now >= self._window_end:
+                self._window_end, self._remaining = math.ceil(now + window), limit
+            base = [("RateLimit-Limit", f"{limit};w={window:g}")]
+            if self._count == surprise_at:  # a 429 the headers did not announce (another client drained it)
+                self._blocked_until = math.ceil(now + 2)
+            if now < self._blocked_until or self._remaining <= 0:
+                until = max(self._blocked_until, self._window_end)
+                record["reply"] = [*base, ("RateLimit-Remaining", f"0;w={window:g}"),
+                                   ("Retry-After", email.utils.formatdate(until, usegmt=True))]
+                record["retry_at"] = until
+                return None
+            self._remaining -= 1
+            record["reply"] = [*base, ("RateLimit-Remaining", f"{self._remaining};w={window:g}"),
+                               ("RateLimit-Reset", str(math.ceil(self._window_end - now)))]
+            return record["reply"]
 
     # ------------------------------------------------------------------ referrers
     def _record(self, name: str, body: bytes, content_type: str) -> str | None:
