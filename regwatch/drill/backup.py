@@ -23,7 +23,7 @@ from regwatch.drill.common import FAILED, MOVED, PRESENT, Ledger, PhaseResult, P
 from regwatch.drill.manifest import MAX_DEPTH, BadContent, Descriptor, Parsed, parse
 from regwatch.drill.select import (SelectionError, TagFilter, nothing_selected, referrer_subject,
                                    select_repositories)
-from regwatch.drill.store import DigestMismatch, Store, StoreError, index_entry
+from regwatch.drill.store import DigestMismatch, Oversize, Store, StoreError, index_entry
 from regwatch.digest import sha256_digest
 
 DOWNLOAD_ATTEMPTS = 3
@@ -278,7 +278,7 @@ class Backup:
                 n = remote.download_blob(self.client, repo, desc, self.store)
                 break
             except (DigestMismatch, OSError) as exc:  # a connection cut mid-stream, a corrupted transfer
-                if attempt == DOWNLOAD_ATTEMPTS:
+                if attempt == DOWNLOAD_ATTEMPTS or isinstance(exc, Oversize):
                     self.result.account((desc.digest,), desc.size, FAILED)
                     raise
                 log.warning("drill backup: blob %s of %s: %s; retrying (%d/%d)", desc.digest, repo, exc, attempt,

@@ -58,6 +58,10 @@ class DigestMismatch(Exception):
     """A downloaded blob's content does not match the digest or size it was asked for."""
 
 
+class Oversize(DigestMismatch):
+    """More bytes arrived than the descriptor declares (not retried: the peer is not flaky, it is wrong)."""
+
+
 class StoreError(Exception):
     """The store as a whole cannot be used safely (a symlinked blob directory, an unreadable index)."""
 
@@ -212,7 +216,7 @@ class Store:
                 for chunk in chunks:
                     written += len(chunk)
                     if written > size:
-                        raise DigestMismatch(f"blob {digest}: the registry sent more than the {size} bytes its "
+                        raise Oversize(f"blob {digest}: the registry sent more than the {size} bytes its "
                                              "descriptor declares; download stopped")
                     h.update(chunk)
                     fh.write(chunk)
