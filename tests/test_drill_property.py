@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import tempfile
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from regwatch.digest import sha256_digest
@@ -42,7 +42,7 @@ def descriptors(digests: list[str]):  # noqa: ANN201 - a strategy of mostly-vali
                                  optional={"platform": json_values(digests), "annotations": json_values(digests)})
 
 
-def documents(digests: list[str]):  # noqa: ANN201
+def documents(digests: list[str]):  # noqa: ANN201 - any JSON, half of it shaped like a manifest or an index
     if not digests:
         return json_values(digests)
     return json_values(digests) | st.fixed_dictionaries(
@@ -67,7 +67,15 @@ def stores(draw):  # noqa: ANN001, ANN201 - (bodies by digest, index entries)
     return bodies, entries
 
 
-@given(json_values([]))
+POOL = ["sha256:" + "0" * 64, "sha512:" + "1" * 128]
+
+
+@given(documents(POOL))
+@example([1, 2])
+@example({"manifests": [POOL[0]]})
+@example({"schemaVersion": 2, "layers": 5})
+@example({"manifests": [{"mediaType": TYPES[1], "size": 1}]})
+@example({"config": {"digest": POOL[0]}, "layers": [{"digest": POOL[0], "size": True}]})
 @SETTINGS
 def test_parse_and_parse_entry_raise_only_badcontent(value):
     for fn, arg in ((parse, json.dumps(value).encode()), (parse_entry, value)):
