@@ -141,15 +141,26 @@ def test_progress_bar_on_a_tty_plain_lines_otherwise(make_registry, tmp_path):
     source = make_registry()
     with RegistryClient(source.url) as src:
         expected = populate(src)
+        # an image whose layer is gone: its error line is logged while the bar is on the screen
+        from regwatch.images import build_image, push_image
+
+        broken = build_image([{"x": b"y"}])
+        push_image(src, "broken", "1", broken)
+    (source.root / "docker" / "registry" / "v2" / "blobs" / "sha256" / broken.layers[0].digest[7:9] /
+     broken.layers[0].digest[7:] / "data").unlink()
     cmd = shlex.join([sys.executable, "-m", "regwatch", "drill", "--backup", "--source", source.url,
-                      "--store", str(tmp_path / "tty")])
+                      "--store", str(tmp_path / "tty"), "--parallel", "1"])
     tty = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60)
-    assert tty.returncode == 0, tty.stdout
+    assert tty.returncode == 1, tty.stdout
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", tty.stdout)
-    assert f"{len(expected)}/{len(expected)} images" in screen and "MB/s" in screen
+    assert f"{len(expected) + 1}/{len(expected) + 1} images" in screen and "MB/s" in screen
+    # every log line starts on a line of its own: the bar's console prints it above the bar
+    segments = [seg for line in screen.splitlines() for seg in line.split("\r") if "ts=" in seg]
+    assert any("level=error" in seg and "broken:1" in seg for seg in segments), screen
+    assert all(seg.startswith("ts=") for seg in segments), [seg for seg in segments if not seg.startswith("ts=")]
     plain = run_drill("--backup", "--source", source.url, "--store", tmp_path / "plain")
-    assert plain.returncode == 0 and "\x1b[" not in plain.stderr + plain.stdout
-    assert f'msg="drill backup done: {len(expected)} images' in plain.stderr
+    assert plain.returncode == 1 and "\x1b[" not in plain.stderr + plain.stdout
+    assert f'msg="drill backup done: {len(expected) + 1} images' in plain.stderr
 
 
 def test_restore_uploads_a_shared_layer_once_and_mounts_it(make_registry, tmp_path):

@@ -278,6 +278,31 @@ class PhaseResult:
 
 # ---------------------------------------------------------------------------------------------- progress
 
+class _ConsoleLines:
+    """A stream for the log handler while a bar is live: each complete line is printed through the bar's
+    console (above the bar), as it is: no markup, no highlighting, no wrapping (a registry's error text
+    with ``[brackets]`` stays text, and a long line stays one line)."""
+
+    def __init__(self, console):  # noqa: ANN001 - a rich Console
+        self.console = console
+        self._buf = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._buf += text
+            *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            self.console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            line, self._buf = self._buf, ""
+        if line:
+            self.console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
 class Progress:
     """Images and bytes done: a rich bar on a TTY, a plain log line every few seconds otherwise. While
     the bar is shown, log lines go through the bar's console (above the bar, never into its line)."""
@@ -293,7 +318,6 @@ class Progress:
         self._swapped: list = []
         if enabled if enabled is not None else sys.stderr.isatty():
             from rich.console import Console
-            from rich.file_proxy import FileProxy
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn
 
             console = Console(file=sys.stderr)
@@ -302,7 +326,7 @@ class Progress:
                                       transient=True, console=console, redirect_stdout=False,
                                       redirect_stderr=False)
             self._task = self._rich.add_task(phase, total=total_images, mb="0 B", rate="- MB/s")
-            proxy = FileProxy(console, sys.stderr)
+            proxy = _ConsoleLines(console)
             for handler in logging.getLogger().handlers:
                 if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.__stderr__):
                     self._swapped.append((handler, handler.setStream(proxy)))
@@ -328,6 +352,7 @@ class Progress:
 
     def close(self) -> None:
         if self._rich is not None:
+            self._rich.refresh()  # the final count is drawn once, even for a phase shorter than a refresh
             self._rich.stop()
             for handler, old in self._swapped:
                 handler.setStream(old)
