@@ -33,7 +33,7 @@ from regwatch.drill.manifest import MAX_DEPTH, BadContent, Parsed, parse
 from regwatch.drill.select import referrer_subject
 from regwatch.drill.store import Entry, Store, StoreError
 
-CHUNK = 1 << 20
+CHUNK = 512 << 10  # fits in L2 with its inflated output, so the diff_id hash reads it from cache
 IMAGE_CONFIG_TYPES = {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
 
 
@@ -52,20 +52,69 @@ def _decompressor(media_type: str):  # noqa: ANN202 - returns a callable chunk -
 
         return zstandard.ZstdDecompressor().decompressobj().decompress
     if "gzip" in media_type:
-        state = {"d": zlib.decompressobj(wbits=31)}
-
-        def gunzip(chunk: bytes) -> bytes:
-            out = []
-            while chunk:
-                d = state["d"]
-                out.append(d.decompress(chunk))
-                chunk = d.unused_data if d.eof else b""
-                if d.eof:  # a multi-member gzip stream
-                    state["d"] = zlib.decompressobj(wbits=31)
-            return b"".join(out)
-
-        return gunzip
+        return _RawGunzip().feed
     return None  # uncompressed (a tar, or an artifact payload such as a cosign signature)
+
+
+class _RawGunzip:
+    """gzip members (RFC 1952) inflated as raw deflate: the header is parsed here and the CRC-32/ISIZE
+    trailer skipped, so zlib does not compute a CRC-32 nobody needs (the compressed bytes are checked by
+    their sha256, the output by the diff_id's); about a third less CPU than zlib's own gzip mode.
+    Corrupt input raises zlib.error or ValueError."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.state = "header"
+        self.inflate = None
+        self.members = 0
+
+    def _header(self) -> bool:
+        b = self.buf
+        if len(b) < 10:
+            return False
+        if b[:3] != b"\x1f\x8b\x08":
+            raise ValueError("not a gzip member (bad magic or method)")
+        flags, pos = b[3], 10
+        if flags & 4:  # FEXTRA
+            if len(b) < pos + 2:
+                return False
+            pos += 2 + int.from_bytes(b[pos:pos + 2], "little")
+        for bit in (8, 16):  # FNAME, FCOMMENT: zero-terminated
+            if flags & bit:
+                end = b.find(b"\0", pos)
+                if end < 0:
+                    if len(b) > 1 << 20:
+                        raise ValueError("gzip header name or comment over 1 MiB")
+                    return False
+                pos = end + 1
+        if flags & 2:  # FHCRC
+            pos += 2
+        if len(b) < pos:
+            return False
+        self.buf = b[pos:]
+        self.inflate = zlib.decompressobj(-15)
+        self.state = "deflate"
+        return True
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = []
+        self.buf = self.buf + chunk if self.buf else chunk
+        while self.buf:
+            if self.state == "header":
+                if not self._header():
+                    break
+            elif self.state == "deflate":
+                out.append(self.inflate.decompress(self.buf))
+                if self.inflate.eof:
+                    self.buf, self.state = self.inflate.unused_data, "trailer"
+                    self.members += 1
+                else:
+                    self.buf = b""
+            else:  # the 8-byte trailer, then maybe another member
+                if len(self.buf) < 8:
+                    break
+                self.buf, self.state = self.buf[8:], "header"
+        return b"".join(out)
 
 
 def _diff_worker(chunks: queue.Queue, decompress, u, errors: list) -> None:  # noqa: ANN001
