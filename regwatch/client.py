@@ -676,6 +676,12 @@ class RegistryClient:
             raise NotFound(f"target {self.name}: GET {self.v2_prefix}/ answered 404: nothing serves the registry API "
                            f"there; is url ({self.url}) the registry's base URL (not its debug port, a web UI or a "
                            "path)?", status=404) from None
+        except ProtocolError as exc:
+            if exc.status == 400 and self.url.startswith("http://"):
+                # What a TLS port says to a plain-HTTP request (Go's net/http, nginx).
+                raise ProtocolError(f"{exc}; if the registry serves TLS on that port, use https:// in url",
+                                    status=400) from None
+            raise
         version = resp.headers.get("Docker-Distribution-API-Version", "")
         if version and not version.startswith("registry/2.0"):
             raise ProtocolError(f"target {self.name}: unexpected API version {version[:40]!r}")

@@ -98,7 +98,7 @@ class InsecureAuth(AuthFailed):
 CONNECTION_REASONS = ("dns", "connect", "timeout", "reset", "tls", "tls_unknown_ca", "tls_expired", "tls_hostname",
                       "tls_not_tls")
 REASONS = CONNECTION_REASONS + ("auth", "insecure_auth", "forbidden", "not_found", "rate_limited", "server_error",
-                                "protocol", "too_large", "error")
+                                "protocol", "too_large", "wrong_kind", "error")
 
 # --------------------------------------------------------------------------- connections
 
@@ -118,11 +118,10 @@ VERIFY_REASONS = {
 TLS_ADVICE = {
     "tls_unknown_ca": "the certificate is not signed by a CA regwatch trusts; set tls.ca_file (or --ca-file) to "
                       "the CA that signed it",
-    "tls_expired": "the certificate has expired (or is not yet valid); renew it",
+    "tls_expired": "renew the registry's certificate (or, if it is valid, fix this machine's clock)",
     "tls_hostname": "the certificate does not name this host; use the name it was issued for, or reissue it "
                     "with this name in subjectAltName",
-    "tls_not_tls": "it does not speak TLS there (a plain-HTTP port?); use http:// in the URL, or the port the "
-                   "registry serves TLS on",
+    "tls_not_tls": "use http:// in the URL, or the port the registry serves TLS on",
     "tls": "check the TLS set-up of the endpoint (protocol versions, ciphers, client certificates)",
 }
 
@@ -168,7 +167,7 @@ def classify_connection(exc: BaseException, host: str, port: int | None, *, time
     for item in chain:
         if isinstance(item, ssl.SSLCertVerificationError):
             reason = VERIFY_REASONS.get(item.verify_code, "tls")
-            detail = item.verify_message or item.reason or "verification failed"
+            detail = (item.verify_message or item.reason or "verification failed").rstrip(".")
             return ConnectionFailure(reason, f"TLS to {where}: {detail}; {TLS_ADVICE[reason]}")
     for item in chain:
         if isinstance(item, socket.gaierror):
@@ -179,8 +178,8 @@ def classify_connection(exc: BaseException, host: str, port: int | None, *, time
         if isinstance(item, ssl.SSLError):
             lib_reason = str(getattr(item, "reason", "") or "")
             if lib_reason in _NOT_TLS:
-                return ConnectionFailure("tls_not_tls", f"TLS to {where} failed ({lib_reason.lower()}): "
-                                                        f"{TLS_ADVICE['tls_not_tls']}")
+                return ConnectionFailure("tls_not_tls", f"TLS to {where} failed: the other side does not speak TLS "
+                                                        f"(a plain-HTTP port?); {TLS_ADVICE['tls_not_tls']}")
             detail = lib_reason.lower().replace("_", " ") or (item.strerror or str(item))[:120]
             return ConnectionFailure("tls", f"TLS handshake with {where} failed ({detail}); {TLS_ADVICE['tls']}")
     for item in chain:

@@ -117,6 +117,14 @@ class Runner:
 
     def _loop(self, job: Job) -> None:
         worker: threading.Thread | None = None
+        if job.kind is None and job.context is not None and any(j.kind and j.context is job.context for j in self.jobs):
+            # A secondary job's first run waits for its target's primary job (which finds a wrong kind or url),
+            # bounded by the primary's own timeout.
+            primary = next(j for j in self.jobs if j.kind and j.context is job.context)
+            wait = time.monotonic() + primary.timeout
+            while not job.context.primary_ran.wait(0.2):
+                if self._stop.is_set() or time.monotonic() > wait:
+                    break
         next_run = time.monotonic()
         while not self._stop.wait(max(0.0, next_run - time.monotonic())):
             started = time.monotonic()
@@ -136,7 +144,7 @@ class Runner:
             try:
                 with running(run):
                     if job.context is not None:
-                        job.context.check()
+                        job.context.check(primary=job.kind is not None)
                     box["families"] = list(job.collector.collect())
             except BaseException as exc:  # noqa: BLE001 - the framework owns failure
                 box["error"] = exc
@@ -153,6 +161,8 @@ class Runner:
             self._record(job, None, duration, job.redact(_describe_error(exc)))
         else:
             self._record(job, box["families"], duration, "")  # type: ignore[arg-type]
+        if job.kind is not None and job.context is not None:
+            job.context.primary_ran.set()
         return worker
 
     def _record(self, job: Job, families: list[Metric] | None, duration: float, error: str) -> None:

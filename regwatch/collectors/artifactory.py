@@ -39,7 +39,7 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from regwatch.client import AuthFailed, ProtocolError, RegistryClient
+from regwatch.client import AuthFailed, NotFound, ProtocolError, RegistryClient
 from regwatch.collectors import Collector, Contexts, Job, TargetContext, job_factory
 from regwatch.collectors.rest import MissingFields, docker_totals, get_json, storage_families
 from regwatch.config import Config
@@ -105,9 +105,15 @@ class ArtifactoryCollector(Collector):
         except AuthFailed:
             raise AuthFailed(f"target {self.target.name}: Artifactory rejected the credentials on GET "
                              f"/api/system/ping (HTTP 401); {_auth_hint(self.ctx)}", status=401) from None
+        except NotFound:
+            raise self.ctx.wrong_kind(
+                f"target {self.target.name}: no Artifactory API at {self.target.url} (GET /api/system/ping answered "
+                "404); check kind and url (Artifactory's base, …/artifactory)") from None
         if resp.text.strip() != "OK":
-            raise ProtocolError(f"target {self.target.name}: GET /api/system/ping answered {resp.text[:80]!r}, "
-                                "not OK; check that the url is Artifactory's base (…/artifactory)")
+            raise self.ctx.wrong_kind(
+                f"target {self.target.name}: GET /api/system/ping answered {resp.text.strip()[:80]!r}, not OK; "
+                "check kind and url (Artifactory's base, …/artifactory)")
+        self.ctx.right_kind()
         return ()
 
 

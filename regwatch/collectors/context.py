@@ -19,10 +19,16 @@ from dataclasses import replace
 from typing import Any
 
 from regwatch.budget import Budget
-from regwatch.client import RegistryClient
+from regwatch.client import RegistryClient, RegistryError
 from regwatch.collectors.base import Collector, Job
 from regwatch.config import Config, TargetConfig
 from regwatch.credentials import NONE, Credentials, CredentialsError, resolve
+
+
+class KindMismatch(RegistryError):
+    """What answers at the target's url is not a registry of the configured kind."""
+
+    reason = "wrong_kind"
 
 
 class TargetContext:
@@ -42,6 +48,10 @@ class TargetContext:
             except CredentialsError as exc:
                 credentials, self.credentials_error = NONE, str(exc)
         self.credentials = credentials
+        # Set by the primary job when what answers at url is not a registry of this kind; the other jobs of
+        # the target wait for the primary's first run (primary_ran) so their first run already knows.
+        self.kind_error = ""
+        self.primary_ran = threading.Event()
         self.budget = budget or Budget(timeout=target.timeout)
         self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()
@@ -64,10 +74,23 @@ class TargetContext:
                 self._clients[endpoint] = client
             return client
 
-    def check(self) -> None:
-        """Raise the credential problem found when the context was built (run before every collection)."""
+    def check(self, primary: bool = False) -> None:
+        """Raise what stops every collection of the target before it starts (the runner calls it first): a
+        credential problem, or (for the secondary jobs) the primary job's finding that the kind is wrong."""
         if self.credentials_error:
             raise CredentialsError(f"target {self.name}: {self.credentials_error}")
+        if self.kind_error and not primary:
+            raise KindMismatch(f"target {self.name}: not collected: the target's primary job found no "
+                               f"{self.kind} API at its url (see its error)")
+
+    def wrong_kind(self, message: str) -> KindMismatch:
+        """The primary job's error for an url where no API of this kind answers; the other jobs of the target
+        then fail at once, pointing at it, instead of each logging its own 404."""
+        self.kind_error = message
+        return KindMismatch(message)
+
+    def right_kind(self) -> None:
+        self.kind_error = ""
 
     # ------------------------------------------------------------------ jobs
 

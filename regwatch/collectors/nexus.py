@@ -64,13 +64,20 @@ class NexusCollector(Collector):
     name = "nexus"
 
     def __init__(self, ctx: TargetContext):
+        self.ctx = ctx
         self.target = ctx.target
         self.client = ctx.client()
         self._forbidden_logged = False
 
     def collect(self) -> Iterable[Metric]:
         name = self.target.name
-        resp = self.client.request("GET", f"{REST}/status", ok=(200, 503), preemptive_basic=True)
+        try:
+            resp = self.client.request("GET", f"{REST}/status", ok=(200, 503), preemptive_basic=True, limit=64 << 10)
+        except NotFound:
+            raise self.ctx.wrong_kind(
+                f"target {name}: no Nexus REST API at {self.target.url}{REST} (GET {REST}/status answered 404); "
+                "check kind and url (Nexus's base URL, not a Docker connector port)") from None
+        self.ctx.right_kind()
         if resp.status_code == 503:
             raise ProtocolError(f"target {name}: GET {REST}/status answered 503: Nexus reports itself unavailable "
                                 "(starting, or its database/blob stores are down); see Nexus's nexus.log")
