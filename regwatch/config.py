@@ -8,15 +8,20 @@ environment variables). Both produce ``Problem``s with a key path such as
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic.fields import FieldInfo
+
+from regwatch.oci import BadName, check_digest, check_repository, check_tag
 
 DEFAULT_LISTEN = "0.0.0.0:9732"
 
@@ -62,6 +67,35 @@ def _check_url(value: Any) -> str:
 
 
 Url = Annotated[str, BeforeValidator(_check_url)]
+
+
+def split_image(image: Any) -> tuple[str, str]:
+    """``repo:tag`` / ``repo@digest`` / ``repo`` -> (repository, tag or digest; ``latest`` when none is
+    given), checked against the distribution-spec grammar (regwatch/oci.py)."""
+    if not isinstance(image, str) or not image:
+        raise ValueError("must be an image such as library/alpine:3.20 (repository, then :tag or @digest)")
+    try:
+        if "@" in image:
+            repository, _, reference = image.partition("@")
+            check_digest(reference)
+        else:
+            head, _, last = image.rpartition("/")
+            name, sep, tag = last.partition(":")
+            repository, reference = (f"{head}/{name}" if head else name), (tag if sep else "latest")
+            check_tag(reference)
+        check_repository(repository)
+    except BadName as exc:
+        raise ValueError(f"{exc}; write the image as repository:tag or repository@digest, "
+                         "e.g. library/alpine:3.20") from None
+    return repository, reference
+
+
+def _check_image(value: Any) -> str:
+    split_image(value)
+    return value
+
+
+Image = Annotated[str, BeforeValidator(_check_image)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=100)]
 
 
@@ -116,7 +150,7 @@ class TLSConfig(Strict):
 
 
 class ProbeConfig(Strict):
-    image: str = Field(pattern=r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})?$")
+    image: Image
     interval: Duration = 30.0
     timeout: Duration = 10.0
     # "manifest" resolves the tag only (cheap, for frequent probing); "full" also pulls config and layers.
@@ -166,9 +200,39 @@ class ArtifactoryConfig(Strict):
     docker_repositories: list[str] = Field(default_factory=list)
 
 
+# Distribution answers 400 PAGINATION_NUMBER_INVALID above catalog.maxentries (default 1000; 3.1.0 also
+# above tags.maxtags): the default stays under it, and the client falls back to it when a larger
+# configured page_size is refused.
+DISTRIBUTION_MAX_PAGE = 1000
+
+
+class UpstreamConfig(Strict):
+    """kind: upstream options: the manifest regwatch HEADs to read the upstream's pull rate limit."""
+
+    # repository[:tag] or repository@digest on the upstream, e.g. library/alpine:latest (a HEAD of a
+    # manifest does not count against Docker Hub's pull limit; a GET would).
+    image: Image
+
+    @property
+    def repository(self) -> str:
+        return split_image(self.image)[0]
+
+    @property
+    def reference(self) -> str:
+        """The tag (``latest`` when none is given) or digest to HEAD."""
+        return split_image(self.image)[1]
+
+
+TARGET_KINDS = ("distribution", "harbor", "nexus", "artifactory", "upstream")
+# The options block each kind may carry; a block on another kind is an error.
+KIND_BLOCKS = {"harbor": "harbor", "nexus": "nexus", "artifactory": "artifactory", "upstream": "upstream"}
+
+
 class TargetConfig(SecretRefs):
+    """What every target has, whatever its kind; each kind below adds its own options block."""
+
     name: Name
-    kind: Literal["distribution", "harbor", "nexus", "artifactory"]
+    kind: str
     url: Url
     debug_url: Url | None = None
     username: str | None = None
@@ -182,17 +246,49 @@ class TargetConfig(SecretRefs):
     interval: Duration = 60.0
     timeout: Duration = 10.0
     probes: list[ProbeConfig] = Field(default_factory=list)
-    # Page size for _catalog and tags/list; Harbor answers 422 above 100.
+    # Page size for _catalog, tags/list and list APIs. Harbor answers 422 above 100; Distribution
+    # 400 above 1000 (DISTRIBUTION_MAX_PAGE), where the client falls back to the registry's limit.
     page_size: int = Field(default=100, ge=1, le=10000)
     # Requests in flight at once against this target.
     concurrency: int = Field(default=4, ge=1, le=64)
     # Per-repository series are unbounded: off unless asked for.
     per_repository_metrics: bool = False
-    # Options of kind: harbor targets (ignored by other kinds).
+
+
+class DistributionTarget(TargetConfig):
+    """A Docker Distribution (registry:2, registry:3) or any plain OCI registry."""
+
+    kind: Literal["distribution"]
+
+
+class HarborTarget(TargetConfig):
+    kind: Literal["harbor"]
     harbor: HarborConfig = Field(default_factory=lambda: HarborConfig())
-    # Options of kind: nexus / kind: artifactory targets (ignored by other kinds).
+
+
+class NexusTarget(TargetConfig):
+    kind: Literal["nexus"]
     nexus: NexusConfig = Field(default_factory=lambda: NexusConfig())
+
+
+class ArtifactoryTarget(TargetConfig):
+    kind: Literal["artifactory"]
     artifactory: ArtifactoryConfig = Field(default_factory=lambda: ArtifactoryConfig())
+
+
+class UpstreamTarget(TargetConfig):
+    """An upstream registry (Docker Hub, say) whose pull rate limit is read with HEAD requests only.
+    Its credentials are the account the pull-through cache uses upstream: the limit is per account."""
+
+    kind: Literal["upstream"]
+    upstream: UpstreamConfig
+
+
+KIND_MODELS: dict[str, type[TargetConfig]] = {
+    "distribution": DistributionTarget, "harbor": HarborTarget, "nexus": NexusTarget,
+    "artifactory": ArtifactoryTarget, "upstream": UpstreamTarget}
+AnyTarget = Annotated[Union[DistributionTarget, HarborTarget, NexusTarget, ArtifactoryTarget, UpstreamTarget],
+                      Field(discriminator="kind")]
 
 
 class StorageConfig(Strict):
@@ -241,7 +337,7 @@ class DrillConfig(Strict):
 
 class Config(Strict):
     listen: str = Field(default=DEFAULT_LISTEN, pattern=r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):\d{1,5}$")
-    targets: list[TargetConfig] = Field(default_factory=list)
+    targets: list[AnyTarget] = Field(default_factory=list)
     storage: list[StorageConfig] = Field(default_factory=list)
     auth_logs: list[AuthLogConfig] = Field(default_factory=list)
     drill: DrillConfig = Field(default_factory=DrillConfig)
@@ -291,33 +387,214 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _loc_to_path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
+def _unwrap(tp: Any) -> Any:
+    """Strip ``X | None`` and plain ``Annotated`` wrappers; keep a discriminated union's ``Annotated``."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            args = get_args(tp)
+            if any(isinstance(meta, FieldInfo) and meta.discriminator for meta in args[1:]):
+                return tp
+            tp = args[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
         else:
-            out += ("." if out else "") + str(part)
-    return out
+            return tp
 
 
-def _message(err: dict) -> str:
-    kind = err["type"]
-    key = err["loc"][-1] if err["loc"] else ""
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def kind_of(model: type[BaseModel]) -> str | None:
+    """The ``kind`` a target model stands for (None for the common TargetConfig)."""
+    field = model.model_fields.get("kind")
+    args = get_args(field.annotation) if field is not None else ()
+    return args[0] if args and isinstance(args[0], str) else None
+
+
+@dataclass(frozen=True)
+class _Where:
+    path: str  # as the user writes it: targets[0].tls.ca_file (a union's tag is not shown)
+    owner: type[BaseModel] | None  # the model the last key belongs to
+    field: FieldInfo | None  # that key's field, if the model has it
+
+
+def _walk(loc: tuple) -> _Where:
+    """Follow a pydantic error location through the model, for the key path and the keys valid there."""
+    tp: Any = Config
+    path = ""
+    owner: type[BaseModel] | None = None
+    field: FieldInfo | None = None
+    for part in loc:
+        tp = _unwrap(tp)
+        owner, field = None, None
+        origin = get_origin(tp)
+        if _is_model(tp):
+            owner = tp
+            field = tp.model_fields.get(part) if isinstance(part, str) else None
+            path += ("." if path else "") + str(part)
+            tp = (Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation) \
+                if field is not None else None
+        elif origin is Annotated:  # a discriminated union: this part is the tag, not a key
+            members = get_args(get_args(tp)[0])
+            tp = next((m for m in members if kind_of(m) == part), None)
+        elif origin is list:
+            path += f"[{part}]"
+            tp = get_args(tp)[0]
+        elif origin is dict:
+            path += f".{part}"
+            tp = get_args(tp)[1]
+        else:
+            path += f"[{part}]" if isinstance(part, int) else ("." if path else "") + str(part)
+            tp = None
+    return _Where(path, owner, field)
+
+
+def _plural(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+# Words people reach for that difflib cannot relate to the key they mean.
+_SYNONYMS = {"type": "kind", "user": "username", "login": "username", "host": "url", "address": "url",
+             "endpoint": "url", "registry": "url", "server": "url", "insecure": "tls", "verify": "tls",
+             "ca": "tls", "cacert": "tls", "every": "interval", "period": "interval", "file": "path",
+             "volume": "path", "mount": "path", "image": "probes"}
+
+
+def _suggest(key: str, owner: type[BaseModel]) -> str | None:
+    """The key the user probably meant: a synonym, a close spelling, or a key one level down."""
+    valid = list(owner.model_fields)
+    if key in _SYNONYMS and _SYNONYMS[key] in valid:
+        return _SYNONYMS[key]
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    for name, field in owner.model_fields.items():
+        inner = _unwrap(field.annotation)
+        if _is_model(inner) and key in inner.model_fields:
+            return f"{name}.{key}"
+    return None
+
+
+def _unknown_key(key: Any, owner: type[BaseModel] | None) -> str:
+    if isinstance(key, str) and key in _SECRET_KINDS:
+        return f"literal secrets are not allowed; use {key}_file or {key}_env"
+    kind = kind_of(owner) if owner is not None else None
+    if kind is not None and key in KIND_BLOCKS.values():
+        owners = [k for k, block in KIND_BLOCKS.items() if block == key]
+        return f"unknown key for kind: {kind} ({key} options belong to kind: {_plural(owners)})"
+    hint = _suggest(key, owner) if isinstance(key, str) and owner is not None else None
+    return f"unknown key; did you mean {hint}?" if hint else "unknown key"
+
+
+def _got(value: Any) -> str:
+    """What the user wrote, by YAML type only: a value may be a secret, so it is never shown."""
+    if value is None:
+        return "nothing (an empty value)"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return "something else"
+
+
+# Why a key's pattern did not match, in words (string_pattern_mismatch names only the regex).
+_PATTERN_WORDS = {
+    "name": "must start with a letter or digit and hold only letters, digits, _ . : and - (at most 100)",
+    "platform": "must be os/architecture or os/architecture/variant, e.g. linux/amd64 or linux/arm64/v8",
+}
+
+_KINDS_WORDS = _plural(list(TARGET_KINDS))
+
+
+def _message(err: dict, where: _Where) -> str:
+    """One pydantic error in plain words. Every error type a config can produce has its own line here
+    (tests/test_config_messages.py walks every key with every YAML type to prove it)."""
+    kind, ctx, loc = err["type"], err.get("ctx") or {}, err["loc"]
+    key = loc[-1] if loc else ""
+    got = _got(err.get("input"))
     if kind == "extra_forbidden":
-        if isinstance(key, str) and key in _SECRET_KINDS:
-            return f"literal secrets are not allowed; use {key}_file or {key}_env"
-        return "unknown key"
+        return _unknown_key(key, where.owner)
     if kind == "missing":
+        if key == "upstream":
+            return "required for kind: upstream: the manifest to HEAD, e.g. upstream: {image: library/alpine:latest}"
         return "required key is missing"
-    if kind == "string_pattern_mismatch":
-        return "has characters or a shape that is not allowed here"
+    if kind == "union_tag_not_found":
+        return f"required key is missing; set it to {_KINDS_WORDS}"
+    if kind == "union_tag_invalid":
+        close = difflib.get_close_matches(str(ctx.get("tag")), TARGET_KINDS, n=1, cutoff=0.6)
+        return f"must be {_KINDS_WORDS}" + (f"; did you mean {close[0]}?" if close else "")
     if kind == "literal_error":
-        return err["msg"].replace("Input should be", "must be")
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    return msg.replace("Input should be", "must be")
+        return f"must be {ctx['expected']}"
+    if kind == "value_error":
+        return str(ctx.get("error") or err["msg"].removeprefix("Value error, "))
+    if kind == "string_pattern_mismatch":
+        return _PATTERN_WORDS.get(key, "has characters that are not allowed here")
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters"
+    if kind == "string_too_short":
+        return f"must be at least {ctx['min_length']} characters"
+    if kind == "string_type":
+        return f"must be text, got {got}"
+    if kind in ("int_type", "int_parsing", "int_from_float", "int_parsing_size"):
+        return f"must be a whole number, got {got}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"must be true or false, got {got}"
+    if kind == "list_type":
+        return f"must be a list (one '- ' entry per item), got {got}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be a mapping (key: value lines), got {got}"
+    if kind == "path_type":
+        return f"must be a file path, got {got}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}"
+    if kind == "greater_than":
+        return f"must be greater than {ctx['gt']}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}"
+    if kind == "less_than":
+        return f"must be less than {ctx['lt']}"
+    return UNMAPPED + kind
+
+
+# A pydantic error type this module has no words for; the message test fails on it.
+UNMAPPED = "is not valid here: "
+
+
+def _problems_of(exc: ValidationError, data: dict) -> list[Problem]:
+    problems: list[Problem] = []
+    for err in exc.errors():
+        where = _walk(err["loc"])
+        if err["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            problems.append(Problem(f"{where.path}.kind", _message(err, where)))
+            problems.extend(_common_target_problems(err["loc"], err.get("input")))
+        else:
+            problems.append(Problem(where.path, _message(err, where)))
+    return problems
+
+
+def _common_target_problems(loc: tuple, item: Any) -> list[Problem]:
+    """A target whose kind is missing or wrong still gets every other key checked (all problems at once):
+    the keys every kind has are checked as if it were a distribution target, its options blocks are not."""
+    if not isinstance(item, dict):
+        return []
+    rest = {k: v for k, v in item.items() if k not in KIND_BLOCKS.values() and k != "kind"}
+    try:
+        DistributionTarget.model_validate({**rest, "kind": "distribution"})
+    except ValidationError as exc:
+        return [Problem(_walk((*loc, "distribution", *e["loc"])).path,
+                        _message(e, _walk((*loc, "distribution", *e["loc"])))) for e in exc.errors()]
+    return []
 
 
 def _duplicate_names(data: dict) -> list[Problem]:
@@ -388,7 +665,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = [Problem(_loc_to_path(e["loc"]), _message(e)) for e in exc.errors()]
+        problems = _problems_of(exc, data)
         seen = {p.path for p in problems}
         extra = [p for p in _duplicate_names(data) + _raw_secret_checks(data) if p.path not in seen]
         raise ConfigError(source, problems + extra) from None
