@@ -69,6 +69,20 @@ def _check_url(value: Any) -> str:
 Url = Annotated[str, BeforeValidator(_check_url)]
 
 
+def _check_registry_url(value: Any) -> str:
+    """A registry's base URL: what /v2/ is appended to. Pasting the API root gives /v2/v2/ later."""
+    url = _check_url(value)
+    parts = urlsplit(url)
+    if parts.path.endswith("/v2"):
+        base = parts._replace(path=parts.path[:-len("/v2")], query="", fragment="").geturl()
+        raise ValueError(f"ends in /v2, but url is the registry's base URL (regwatch adds /v2/ itself): "
+                         f"use {base}")
+    return url
+
+
+RegistryUrl = Annotated[str, BeforeValidator(_check_registry_url)]
+
+
 def split_image(image: Any) -> tuple[str, str]:
     """``repo:tag`` / ``repo@digest`` / ``repo`` -> (repository, tag or digest; ``latest`` when none is
     given), checked against the distribution-spec grammar (regwatch/oci.py)."""
@@ -158,7 +172,7 @@ class ProbeConfig(Strict):
     max_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
     platform: str = Field(default="linux/amd64", pattern=r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
     # Pull through this endpoint (pull-through cache, Harbor proxy project, P2P proxy) instead of the target URL.
-    mirror: Url | None = None
+    mirror: RegistryUrl | None = None
     reuse_connections: bool = False
 
 
@@ -189,7 +203,7 @@ class NexusConfig(Strict):
 
     # Docker repository name -> its Docker connector URL (http(s)://host:port, the port or
     # subdomain connector configured on that repository), read through the registry v2 API.
-    docker_connectors: dict[str, Url] = Field(default_factory=dict)
+    docker_connectors: dict[str, RegistryUrl] = Field(default_factory=dict)
 
 
 class ArtifactoryConfig(Strict):
@@ -233,7 +247,7 @@ class TargetConfig(SecretRefs):
 
     name: Name
     kind: str
-    url: Url
+    url: RegistryUrl
     debug_url: Url | None = None
     username: str | None = None
     password_file: Path | None = None
