@@ -45,6 +45,7 @@ IMAGE = {"type": "string",
 # at generation time, so a new config type cannot slip into the chart unchecked.
 VALIDATOR_SCHEMAS: dict[Any, dict] = {
     model.parse_duration: DURATION,
+    model._check_path: {"type": "string", "minLength": 1},
     model._check_url: URL,
     model._check_registry_url: REGISTRY_URL,
     model._check_image: IMAGE,
@@ -137,7 +138,7 @@ def type_schema(tp: Any, metadata: list | None = None) -> dict:
     if tp is str:
         return _constraints({"type": "string"}, metadata)
     if tp is Path:
-        return {"type": "string"}
+        return _constraints({"type": "string"}, metadata)
     raise SchemaError(f"no JSON schema for {tp!r}")
 
 
