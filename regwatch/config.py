@@ -809,6 +809,24 @@ def _label_collisions(config: Config) -> list[Problem]:
     return problems
 
 
+def _shared_connectors(config: Config) -> list[Problem]:
+    """A Nexus Docker connector serves one repository: two names for one connector URL would count its
+    repositories and tags twice in regwatch_registry_*{target}."""
+    problems: list[Problem] = []
+    for i, target in enumerate(config.targets):
+        if not isinstance(target, NexusTarget):
+            continue
+        first: dict[str, str] = {}
+        for repo, url in target.nexus.docker_connectors.items():
+            if url in first:
+                problems.append(Problem(f"targets[{i}].nexus.docker_connectors.{repo}",
+                                        f"{url} is also the connector of {first[url]}; a connector serves one "
+                                        "repository, and its counts would be added twice: keep one of them"))
+            else:
+                first[url] = repo
+    return problems
+
+
 def _shared_state_files(config: Config) -> list[Problem]:
     """Two sources keeping their state in one file would overwrite each other's (and count twice after a
     restart): every positions_file and audit_state_file is its own."""
@@ -865,7 +883,8 @@ def _tls_problems(tls: TLSConfig, path: str) -> list[Problem]:
 
 
 def _semantic_checks(config: Config, data: dict) -> list[Problem]:
-    problems = _raw_checks(data) + _label_collisions(config) + _shared_state_files(config)
+    problems = (_raw_checks(data) + _label_collisions(config) + _shared_state_files(config)
+                + _shared_connectors(config))
     for i, target in enumerate(config.targets):
         _resolve_secrets(target, f"targets[{i}].", problems)
         problems += _tls_problems(target.tls, f"targets[{i}].tls")

@@ -129,6 +129,12 @@ RULES = {
          "auth_logs": [{"name": "reg", "path": "/var/log/r.log", "positions_file": "/var/lib/regwatch/state.json"}]},
         "targets[0].harbor.audit_state_file: /var/lib/regwatch/state.json is also auth_logs[0].positions_file; each "
         "source keeps its own state there and they would overwrite each other: give each its own file"),
+    "one nexus connector under two names": (
+        {"targets": [{"name": "nexus", "kind": "nexus", "url": "https://nexus.example.com", "nexus": {
+            "docker_connectors": {"docker-hosted": "https://nexus.example.com:8082",
+                                  "docker-copy": "https://nexus.example.com:8082/"}}}]},
+        "targets[0].nexus.docker_connectors.docker-copy: https://nexus.example.com:8082 is also the connector of "
+        "docker-hosted; a connector serves one repository, and its counts would be added twice: keep one of them"),
     "duplicate target names": ({"targets": [DIST, DIST]}, "targets[1].name: duplicate name 'hub' (also targets[0])"),
 }
 RULES["type for kind"] = (RULES["type for kind"][0], None)  # two problems: see test_type_for_kind
