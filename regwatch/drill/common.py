@@ -4,15 +4,12 @@ progress output (a rich bar on a TTY, plain log lines otherwise)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-import os
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from regwatch.client import INDEX_MEDIA_TYPES, RegistryClient
@@ -25,34 +22,26 @@ class DrillUsageError(Exception):
     """Bad usage (exit 2): an unknown target name, a malformed URL."""
 
 
-def _docker_config_auth(host: str) -> tuple[str, str] | None:
-    base = os.environ.get("DOCKER_CONFIG")
-    path = Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
-    try:
-        auths = json.loads(path.read_text()).get("auths") or {}
-    except (OSError, ValueError):
-        return None
-    for key, value in auths.items():
-        if urlsplit(key if "://" in key else f"//{key}").netloc == host and value.get("auth"):
-            user, _, password = base64.b64decode(value["auth"]).decode().partition(":")
-            return user, password
-    return None
-
-
 def open_registry(ref: str, config: Config | None, *, pool_size: int = 8) -> RegistryClient:
     """``ref`` is a target name from the config or a registry URL. Credentials: the config's target,
     then REGWATCH_USERNAME/REGWATCH_PASSWORD, then the docker config file."""
-    if config is not None and (target := config.target(ref)) is not None:
-        return RegistryClient.for_target(target, pool_size=pool_size, timeout=max(target.timeout, 60.0))
-    parts = urlsplit(ref)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        known = ", ".join(t.name for t in config.targets) if config else "none (no --config given)"
-        raise DrillUsageError(f"{ref!r} is neither a registry URL (http(s)://host[:port]) nor a target name "
-                              f"in the config (known targets: {known}); pass a URL or fix --config")
-    user, password = os.environ.get("REGWATCH_USERNAME"), os.environ.get("REGWATCH_PASSWORD")
-    if not user:
-        user, password = _docker_config_auth(parts.netloc) or (None, None)
-    return RegistryClient(ref, username=user, password=password, pool_size=pool_size, timeout=60.0)
+    from regwatch.credentials import CredentialsError, resolve
+
+    try:
+        if config is not None and (target := config.target(ref)) is not None:
+            return RegistryClient.for_target(target, credentials=resolve(target.url, target), pool_size=pool_size,
+                                             timeout=max(target.timeout, 60.0))
+        parts = urlsplit(ref)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            known = ", ".join(t.name for t in config.targets) if config else "none (no --config given)"
+            raise DrillUsageError(f"{ref!r} is neither a registry URL (http(s)://host[:port]) nor a target name "
+                                  f"in the config (known targets: {known}); pass a URL or fix --config")
+        if parts.username or parts.password:
+            raise DrillUsageError(f"{parts.scheme}://{parts.hostname}...: a registry URL must not carry credentials; "
+                                  "use REGWATCH_USERNAME/REGWATCH_PASSWORD, the config or docker login")
+        return RegistryClient(ref, credentials=resolve(ref), pool_size=pool_size, timeout=60.0)
+    except CredentialsError as exc:
+        raise DrillUsageError(str(exc)) from None
 
 
 def children(manifest: dict, media_type: str) -> tuple[list[dict], list[dict]]:
