@@ -1,9 +1,15 @@
 """The regwatch config file: strict schema, defaults in one place, every problem reported at once.
 
-Loading is two passes. Pydantic checks shape and types (unknown keys are errors); a second
-pass checks what needs the whole file or the outside world (duplicate names, secret files and
-environment variables). Both produce ``Problem``s with a key path such as
-``targets[0].password_file``. A problem message never contains a secret value.
+Loading is two passes. Pydantic checks shape and types (unknown keys are errors; targets are a
+discriminated union on ``kind``, each kind with its own options block); a second pass checks what
+needs the whole file or the outside world (names that would collide on a label, shared state files,
+secret files and environment variables, CA files). Both produce ``Problem``s with a key path such as
+``targets[0].password_file`` and a message in plain words (``_message`` has words for every pydantic
+error type a config can reach; tests/test_config_messages.py walks every key to prove it). A problem
+message never contains a secret value. What is not wrong but will not work here yet (a storage path
+that does not exist) is a warning (``Config.warnings``), not a problem.
+
+URLs given on the command line go through ``check_cli_url``, the same userinfo rule as the config's.
 """
 
 from __future__ import annotations
