@@ -894,6 +894,10 @@ def _semantic_checks(config: Config, data: dict) -> list[Problem]:
     for i, target in enumerate(config.targets):
         _resolve_secrets(target, f"targets[{i}].", problems)
         problems += _tls_problems(target.tls, f"targets[{i}].tls")
+        if isinstance(target, UpstreamTarget) and target.probes:
+            problems.append(Problem(f"targets[{i}].probes", "an upstream target is read with HEAD requests only; a "
+                                    "probe pulls (GET) and would spend the pull limit it watches: probe through "
+                                    "the pull-through cache's own target instead"))
         if (target.password_file or target.password_env) and not target.username:
             problems.append(Problem(f"targets[{i}].username", "a password is set but no username"))
         # The same image may be probed directly and through a mirror: those are different series (endpoint label).

@@ -65,6 +65,13 @@ RULES = {
                                                  "url": "https://registry-1.docker.io"}]},
                                    "targets[0].upstream: required for kind: upstream: the manifest to HEAD, "
                                    "e.g. upstream: {image: library/alpine:latest}"),
+    "probes on an upstream target": ({"targets": [{"name": "dockerhub", "kind": "upstream",
+                                                   "url": "https://registry-1.docker.io",
+                                                   "upstream": {"image": "library/alpine:latest"},
+                                                   "probes": [{"image": "library/alpine:latest"}]}]},
+                                     "targets[0].probes: an upstream target is read with HEAD requests only; a probe "
+                                     "pulls (GET) and would spend the pull limit it watches: probe through the "
+                                     "pull-through cache's own target instead"),
     # the registry's base URL, not its API root
     "url ending in /v2/": (target(url="http://127.0.0.1:5000/v2/"),
                            "targets[0].url: ends in /v2, but url is the registry's base URL (regwatch adds /v2/ "
