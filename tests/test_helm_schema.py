@@ -139,3 +139,15 @@ def test_daemonset_sources_are_file_sources():
                                 "format": "distribution"}])
     assert not validator.is_valid([{"name": "registry"}])
     assert not validator.is_valid([{"name": "elk", "elasticsearch": {"url": "https://es:9200"}}])
+
+
+def test_a_config_type_the_generator_does_not_know_fails_generation():
+    from typing import Annotated
+
+    from pydantic import BaseModel, BeforeValidator
+
+    class New(BaseModel):
+        when: Annotated[str, BeforeValidator(str.strip)]
+
+    with pytest.raises(helm_schema.SchemaError, match="no JSON schema for the validator str.strip"):
+        helm_schema.model_schema(New)

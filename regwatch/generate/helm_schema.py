@@ -23,7 +23,6 @@ import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import annotated_types
 from pydantic import BaseModel, BeforeValidator
 from pydantic.fields import FieldInfo
 
@@ -75,27 +74,34 @@ def _describe(cls: type) -> str | None:
 
 
 def _constraints(schema: dict, metadata: list) -> dict:
+    """Field constraints (annotated_types' Ge, Le, MaxLen..., pydantic's pattern) as JSON schema keywords."""
+    integer, string = schema.get("type") == "integer", schema.get("type") == "string"
     for meta in metadata:
-        if isinstance(meta, annotated_types.Ge):
-            schema["minimum"] = meta.ge
-        elif isinstance(meta, annotated_types.Gt):
-            schema["minimum" if schema.get("type") == "integer" else "exclusiveMinimum"] = (
-                meta.gt + 1 if schema.get("type") == "integer" else meta.gt)
-        elif isinstance(meta, annotated_types.Le):
-            schema["maximum"] = meta.le
-        elif isinstance(meta, annotated_types.Lt):
-            schema["exclusiveMaximum"] = meta.lt
-        elif isinstance(meta, annotated_types.MaxLen):
-            schema["maxLength" if schema.get("type") == "string" else "maxItems"] = meta.max_length
-        elif isinstance(meta, annotated_types.MinLen):
-            schema["minLength" if schema.get("type") == "string" else "minItems"] = meta.min_length
-        elif getattr(meta, "pattern", None) is not None:
-            schema["pattern"] = meta.pattern
-        elif isinstance(meta, BeforeValidator):
+        if isinstance(meta, BeforeValidator):
             if meta.func not in VALIDATOR_SCHEMAS:
                 raise SchemaError(f"no JSON schema for the validator {meta.func.__qualname__}")
             schema.clear()
             schema.update(VALIDATOR_SCHEMAS[meta.func])
+            continue
+        found = {name: getattr(meta, name) for name in ("ge", "gt", "le", "lt", "max_length", "min_length", "pattern")
+                 if getattr(meta, name, None) is not None}
+        if not found:
+            raise SchemaError(f"no JSON schema for the constraint {meta!r}")
+        for name, value in found.items():
+            if name == "ge":
+                schema["minimum"] = value
+            elif name == "gt":
+                schema.update({"minimum": value + 1} if integer else {"exclusiveMinimum": value})
+            elif name == "le":
+                schema["maximum"] = value
+            elif name == "lt":
+                schema.update({"maximum": value - 1} if integer else {"exclusiveMaximum": value})
+            elif name == "max_length":
+                schema["maxLength" if string else "maxItems"] = value
+            elif name == "min_length":
+                schema["minLength" if string else "minItems"] = value
+            else:
+                schema["pattern"] = value
     return schema
 
 
