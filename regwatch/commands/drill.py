@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from regwatch.commands.common import load_or_exit
+from regwatch.commands.common import NO_CREDENTIALS_URL, load_or_exit
 
 log = logging.getLogger("regwatch.drill")
 
@@ -18,9 +18,11 @@ log = logging.getLogger("regwatch.drill")
 @click.option("--backup", "do_backup", is_flag=True, help="Copy --source into the --store.")
 @click.option("--restore", "do_restore", is_flag=True, help="Push the --store into --dest.")
 @click.option("--verify", "do_verify", is_flag=True, help="Re-read and check every blob of the --store.")
-@click.option("--source", metavar="REG", help="Registry URL or target name to back up.")
-@click.option("--dest", metavar="REG", help="Registry URL or target name to restore into (a scratch registry).")
-@click.option("--against", metavar="REG", help="With --verify: the registry must serve the store's digests.")
+@click.option("--source", metavar="REG", type=NO_CREDENTIALS_URL, help="Registry URL or target name to back up.")
+@click.option("--dest", metavar="REG", type=NO_CREDENTIALS_URL,
+              help="Registry URL or target name to restore into (a scratch registry).")
+@click.option("--against", metavar="REG", type=NO_CREDENTIALS_URL,
+              help="With --verify: the registry must serve the store's digests.")
 @click.option("--store", "store_dir", metavar="DIR", required=True, type=click.Path(file_okay=False),
               help="OCI image layout directory holding the backup.")
 @click.option("--repo", "repos", metavar="PATTERN", multiple=True,
@@ -30,7 +32,8 @@ log = logging.getLogger("regwatch.drill")
 @click.option("--report-dir", type=click.Path(file_okay=False), help="Where report.json/html go (default: the store).")
 @click.option("--textfile-dir", type=click.Path(file_okay=False),
               help="Write regwatch_drill.prom here (default: drill.textfile_dir from the config).")
-@click.option("--pushgateway", metavar="URL", help="Also push the drill metrics to this Pushgateway.")
+@click.option("--pushgateway", metavar="URL", type=NO_CREDENTIALS_URL,
+              help="Also push the drill metrics to this Pushgateway.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (targets, drill).")
 @click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Concurrent downloads/uploads (verify uses every core).")
