@@ -46,6 +46,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from regwatch.auth import CATALOG_SCOPE, Authenticator, Challenge, origin_of, parse_www_authenticate, \
     repository_scope
 from regwatch.budget import Budget, current_run
+from regwatch.config import DISTRIBUTION_MAX_PAGE
 from regwatch.credentials import NONE, Credentials, from_target
 from regwatch.failures import (AuthFailed, DeadlineExceeded, Forbidden, InsecureAuth, NotFound, ProtocolError,
                                RateLimited, RegistryError, ServerError, Timeout, TLSError, TooLarge, Unreachable,
@@ -83,9 +84,6 @@ JSON_LIMIT = 8 << 20
 ERROR_LIMIT = 64 << 10
 # A listing longer than this many pages is a registry that never stops paging.
 MAX_PAGES = 10_000
-# Distribution (2.8 and 3.x) answers n above catalog.maxentries / tags.maxtags (default 1000)
-# with 400 PAGINATION_NUMBER_INVALID.
-DISTRIBUTION_MAX_PAGE = 1000
 # A blob download may run this much longer than the exchange timeout per byte of its size:
 # 1/MIN_BLOB_RATE seconds per byte, i.e. it must average at least MIN_BLOB_RATE bytes/s.
 MIN_BLOB_RATE = 256 * 1024

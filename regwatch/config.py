@@ -29,6 +29,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
 from pydantic.fields import FieldInfo
 
 from regwatch.oci import BadName, check_digest, check_repository, check_tag
+from regwatch.oci import split_image as oci_split_image
 
 DEFAULT_LISTEN = "0.0.0.0:9732"
 
@@ -138,19 +139,10 @@ def split_image(image: Any) -> tuple[str, str]:
     if not isinstance(image, str) or not image:
         raise ValueError("must be an image such as library/alpine:3.20 (repository, then :tag or @digest)")
     try:
-        if "@" in image:
-            repository, _, reference = image.partition("@")
-            check_digest(reference)
-        else:
-            head, _, last = image.rpartition("/")
-            name, sep, tag = last.partition(":")
-            repository, reference = (f"{head}/{name}" if head else name), (tag if sep else "latest")
-            check_tag(reference)
-        check_repository(repository)
+        return oci_split_image(image)
     except BadName as exc:
         raise ValueError(f"{exc}; write the image as repository:tag or repository@digest, "
                          "e.g. library/alpine:3.20") from None
-    return repository, reference
 
 
 def _check_image(value: Any) -> str:

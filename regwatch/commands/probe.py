@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 import click
 
+from regwatch.commands.common import NO_CREDENTIALS_URL
+
 from regwatch.config import parse_duration
 
 
@@ -25,7 +27,7 @@ class _Duration(click.ParamType):
 
 
 @click.command("probe")
-@click.argument("ref")
+@click.argument("ref", type=NO_CREDENTIALS_URL)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Config file: REF may then start with a target's name (hub/library/alpine:3.20), and a target "
                    "whose url matches REF lends its credentials and TLS settings.")
