@@ -89,9 +89,11 @@ def test_malformed_manifests_are_per_image_failures_and_the_report_is_written(tm
                                     "descriptor must say how many bytes to fetch)")
     assert failed["bad:deep"].startswith("backup failed: indexes nested deeper than 4 levels (at sha256:")
     assert failed["bad:bomb"].endswith(" is not JSON")
-    assert failed["../../v2/other/repo"] == ("the registry listed a repository name the distribution-spec does not "
-                                             "allow; skipped")
-    assert failed["ok:../../escape"] == "the registry listed a tag the distribution-spec does not allow; skipped"
+    # traversal names from _catalog and tags/list are dropped by the client's name check (regwatch.oci), with a
+    # warning, and never reach a URL or the store
+    assert any('msg="registry listed an invalid repository name; skipped"' in line and "../../v2/other/repo" in line
+               for line in proc.stderr.splitlines())
+    assert not [name for name in rows(report) if ".." in name]
     assert not [p for p in paths if ".." in p]  # no traversal name ever reached a URL
     assert (store / "report.html").is_file() and (tf / "regwatch_drill.prom").is_file()
     assert not [p for p in (store / "blobs" / "sha256").iterdir() if p.name.startswith(".tmp")]
@@ -107,9 +109,10 @@ def test_a_blob_longer_than_its_descriptor_stops_at_its_size(tmp_path):
         proc, peak = _peak_rss_mb(["--backup", "--source", reg.url, "--store", str(tmp_path / "s")])
         sent = reg.sent
     assert proc.returncode == 1
-    message = (f"FAILED backup app:1: backup failed: blob {endless['digest']}: the registry sent more than the 10 "
-               "bytes its descriptor declares; download stopped")
-    assert message in proc.stderr.splitlines()
+    host = reg.url.split("://")[1]
+    message = (f"FAILED backup app:1: backup failed: target {host}: GET /v2/app/blobs/{endless['digest']}: the answer "
+               "goes on past regwatch's limit of 10 bytes for it; refused")
+    assert message in proc.stderr.splitlines(), proc.stderr
     assert sent < 64 << 20, sent  # the fake had 4 GiB to send; the drill hung up after its first chunk(s)
     assert peak < 300, peak
     # no temp file left behind, and of the image only its config (which was fine) is stored

@@ -16,7 +16,6 @@ from regwatch.drill import remote
 from regwatch.drill.backup import Backup
 from regwatch.drill.common import Registry
 from regwatch.drill.manifest import BadContent, parse
-from regwatch.drill.ratelimit import Pacer
 from regwatch.drill.store import Store, index_entry, parse_entry
 from regwatch.drill.verify import Verify
 
@@ -127,7 +126,7 @@ def test_the_backup_walker_turns_any_manifest_into_a_result(monkeypatch, data):
     monkeypatch.setattr(remote, "referrers", lambda *args: None)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(tmp, create=True)
-        job = Backup(Registry(None, Pacer("memory"), "memory://"), store, parallel=2)
+        job = Backup(Registry(None, "memory://"), store, parallel=2)
         from regwatch.drill.common import Progress
 
         job.progress = Progress("backup", 1, enabled=False)

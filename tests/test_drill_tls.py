@@ -18,13 +18,17 @@ def test_private_ca_registry_by_url(tmp_path, make_registry, write_config):
     with RegistryClient(reg.url, ca_file=str(pki.ca_file)) as client:
         push_image(client, "app", "1", build_image([{"a": os.urandom(100)}]))
     proc = run_drill("--backup", "--source", reg.url, "--store", tmp_path / "a")
-    assert proc.returncode == 1 and "TLS error" in proc.stderr and "FAILED backup *: cannot list" in proc.stderr
+    host = reg.url.split("://")[1]
+    assert proc.returncode == 1
+    assert (f"FAILED backup *: cannot list the repositories of {reg.url}: target {host}: GET /v2/_catalog: TLS to "
+            f"{host}: unable to get local issuer certificate; the certificate is not signed by a CA regwatch trusts; "
+            "set tls.ca_file (or --ca-file) to the CA that signed it") in proc.stderr.splitlines()
     proc = run_drill("--backup", "--source", reg.url, "--store", tmp_path / "b", "--ca-file", pki.ca_file)
     assert proc.returncode == 0, proc.stderr
     proc = run_drill("--backup", "--source", reg.url, "--store", tmp_path / "c", "--insecure")
     assert proc.returncode == 0, proc.stderr
     warning = [line for line in proc.stderr.splitlines() if 'msg="TLS verification is OFF"' in line]
-    assert len(warning) == 1 and f'peer="drill source {reg.url}"' in warning[0]
+    assert len(warning) == 1 and f'peer="target {host}"' in warning[0]
     config = write_config({"targets": [{"name": "hub", "kind": "distribution", "url": reg.url}]})
     proc = run_drill("--backup", "--source", "hub", "--config", config, "--store", tmp_path / "d", "--insecure")
     assert proc.returncode == 2

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from regwatch.collectors import Collector, Job, job_factory
+from regwatch.budget import Budget
+from regwatch.collectors import Collector, Contexts, Job, job_factory
 from regwatch.config import Config
 
 
@@ -41,6 +42,6 @@ class DrillCollector(Collector):
 
 
 @job_factory("drill", help="Metrics of the last DR drill, from drill.report_dir/report.json.")
-def drill_jobs(config: Config) -> Iterable[Job]:
+def drill_jobs(config: Config, contexts: Contexts) -> Iterable[Job]:
     if config.drill.report_dir is not None:
-        yield Job("drill", DrillCollector(config.drill.report_dir), 30.0, 10.0)
+        yield Job("drill", DrillCollector(config.drill.report_dir), 30.0, Budget.local(10.0))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from regwatch.commands.common import load_or_exit
+from regwatch.commands.common import NO_CREDENTIALS_URL, load_or_exit
 
 log = logging.getLogger("regwatch.drill")
 
@@ -21,9 +21,11 @@ log = logging.getLogger("regwatch.drill")
 @click.option("--prune", "do_prune", is_flag=True, help="Keep the last --keep N generations of the --store, "
               "delete older ones and every blob no kept generation references.")
 @click.option("--keep", type=click.IntRange(1, 100000), metavar="N", help="With --prune: generations to keep.")
-@click.option("--source", metavar="REG", help="Registry URL or target name to back up.")
-@click.option("--dest", metavar="REG", help="Registry URL or target name to restore into (a scratch registry).")
-@click.option("--against", metavar="REG", help="With --verify: the registry must serve the store's digests.")
+@click.option("--source", metavar="REG", type=NO_CREDENTIALS_URL, help="Registry URL or target name to back up.")
+@click.option("--dest", metavar="REG", type=NO_CREDENTIALS_URL,
+              help="Registry URL or target name to restore into (a scratch registry).")
+@click.option("--against", metavar="REG", type=NO_CREDENTIALS_URL,
+              help="With --verify: the registry must serve the store's digests.")
 @click.option("--store", "store_dir", metavar="DIR", required=True, type=click.Path(file_okay=False),
               help="OCI image layout directory holding the backup.")
 @click.option("--repo", "repos", metavar="PATTERN", multiple=True,
@@ -44,19 +46,23 @@ log = logging.getLogger("regwatch.drill")
               "and no metrics.")
 @click.option("--max-rps", type=click.FloatRange(0.1, 10000), metavar="N",
               help="At most N requests per second to each registry.")
+@click.option("--timeout", "timeout", metavar="DURATION",
+              help="End the whole run after this long (30m, 6h; default: no limit). A request still waiting "
+                   "then fails with what it waited on; a rate limit that would need longer says when it resets.")
 @click.option("--ca-file", type=click.Path(dir_okay=False), help="CA bundle for https registries given by URL.")
 @click.option("--insecure", is_flag=True, help="Do not verify the TLS certificate of registries given by URL.")
 @click.option("--report-dir", type=click.Path(file_okay=False), help="Where report.json/html go (default: the store).")
 @click.option("--textfile-dir", type=click.Path(file_okay=False),
               help="Write regwatch_drill.prom here (default: drill.textfile_dir from the config).")
-@click.option("--pushgateway", metavar="URL", help="Also push the drill metrics to this Pushgateway.")
+@click.option("--pushgateway", metavar="URL", type=NO_CREDENTIALS_URL,
+              help="Also push the drill metrics to this Pushgateway.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (targets, drill).")
 @click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Concurrent downloads/uploads (verify uses every core).")
 def drill(do_backup: bool, do_restore: bool, do_verify: bool, do_prune: bool, keep: int | None, source: str | None,
           dest: str | None, against: str | None, store_dir: str, repos: tuple[str, ...], tags: tuple[str, ...],
           exclude_tags: tuple[str, ...], artifact_types: tuple[str, ...], generation: int | None, force: bool,
-          dry_run: bool, max_rps: float | None, ca_file: str | None, insecure: bool, report_dir: str | None,
+          dry_run: bool, max_rps: float | None, timeout: str | None, ca_file: str | None, insecure: bool, report_dir: str | None,
           textfile_dir: str | None, pushgateway: str | None, config_path: str | None, parallel: int) -> None:
     """Disaster-recovery drill. Without --backup/--restore/--verify, runs all three:
     --source REG --dest REG --store DIR. Exit 0 passed, 1 a check failed, 2 bad usage."""
@@ -108,6 +114,14 @@ def drill(do_backup: bool, do_restore: bool, do_verify: bool, do_prune: bool, ke
     except BadName as exc:
         raise click.UsageError(f"--repo {exc}") from None
 
+    deadline = None
+    if timeout is not None:
+        from regwatch.config import parse_duration
+
+        try:
+            deadline = parse_duration(timeout)
+        except ValueError as exc:
+            raise click.UsageError(f"--timeout {timeout!r}: {exc}") from None
     opts = {"ca_file": ca_file, "insecure": insecure, "max_rps": max_rps}
     try:
         src = open_registry(source, config, pool_size=parallel * 2, role="source", **opts) if do_backup else None
@@ -134,17 +148,20 @@ def drill(do_backup: bool, do_restore: bool, do_verify: bool, do_prune: bool, ke
         phases.append(broken.finish())
 
     if store is not None:
-        phases, found_by, used_generation = _run_phases(
-            store, ledger, src, dst, chk, full=full, do_backup=do_backup, do_restore=do_restore, do_verify=do_verify,
-            repos=list(repos), tag_filter=tag_filter, artifact_types=artifact_types, generation=used_generation,
-            force=force, dry_run=dry_run, parallel=parallel)
+        from regwatch.budget import Run, running
+
+        with running(Run(deadline, "drill")):
+            phases, found_by, used_generation = _run_phases(
+                store, ledger, src, dst, chk, full=full, do_backup=do_backup, do_restore=do_restore,
+                do_verify=do_verify, repos=list(repos), tag_filter=tag_filter, artifact_types=artifact_types,
+                generation=used_generation, force=force, dry_run=dry_run, parallel=parallel)
 
     from regwatch.drill.report import build_report, push, read_previous, summary_lines, write_reports, write_textfile
 
     report = build_report(str(Path(store_dir).resolve()), phases, ledger, started=started, full=full,
                           source=src.url if src else None, dest=dst.url if dst else None,
                           previous=read_previous(rdir), found_by=found_by, generation=used_generation)
-    limits = [m for reg in (src, dst, chk) if reg is not None and (m := reg.pacer.describe_reset())]
+    limits = [m for reg in (src, dst, chk) if reg is not None and (m := reg.describe_reset())]
     report["notes"].extend(limits)
     for change in (phases[-1].changes if phases and phases[-1].phase == "restore" else []):
         click.echo(change)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+
+from regwatch.budget import ContextPool
 
 from regwatch.drill import remote
 from regwatch.drill.common import FAILED, MOVED, PRESENT, Ledger, PhaseResult, Progress, Registry, log
@@ -36,7 +38,7 @@ class _Once:
     """Run ``fn`` at most once per key on a bounded pool; later callers get the same future."""
 
     def __init__(self, workers: int, name: str):
-        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix=name)
+        self.pool = ContextPool(max(1, workers), thread_name_prefix=name)
         self._futures: dict = {}
         self._lock = threading.Lock()
 
@@ -98,6 +100,7 @@ class Backup:
             res.fail("*", str(exc))
             return
         except remote.RegistryError as exc:
+            self.reg.seen(exc)
             res.fail("*", f"cannot list the repositories of {self.reg.url}: {exc}")
             return
         for name in sel.refused:
@@ -107,14 +110,12 @@ class Backup:
         offered: dict[str, list[str]] = {}
         for repo in sel.repos:
             try:
-                tags, refused = remote.tags(self.client, repo)
+                tags = remote.tags(self.client, repo)
             except remote.RegistryError as exc:
+                self.reg.seen(exc)
                 res.fail(repo, f"cannot list tags: {exc}")
                 continue
             offered[repo] = tags
-            for tag in refused:
-                res.fail(f"{repo}:{tag[:80]}", "the registry listed a tag the distribution-spec does not allow; "
-                                               "skipped")
             for tag in sorted(tags):
                 subject = referrer_subject(tag)
                 if subject:
@@ -127,7 +128,7 @@ class Backup:
             return
         if self.progress is None:
             self.progress = Progress("backup", len(normal))
-        with ThreadPoolExecutor(self.parallel, thread_name_prefix="drill-tag") as pool:
+        with ContextPool(self.parallel, thread_name_prefix="drill-tag") as pool:
             list(pool.map(lambda rt: self._tag(*rt, existing.get(rt)), normal))
             follow = [(r, t, s) for r, t, s in referrer_tags if s in self._reached.get(r, ())]
             left_out = len(referrer_tags) - len(follow)
@@ -171,6 +172,7 @@ class Backup:
             self._add(index_entry(repo, tag, body_digest, size, media_type, confirmed=row.confirmed))
             self.ledger.set(row, "backup", "copied" if fresh else "unchanged")
         except IMAGE_ERRORS as exc:
+            self.reg.seen(exc)
             self.ledger.set(row, "backup", "failed", str(exc))
             res.fail(row.name, f"backup failed: {exc}")
         self.progress.advance(images=1)

@@ -5,11 +5,7 @@ otherwise)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -17,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from regwatch.client import RegistryClient
+from regwatch.client import RateLimited, RegistryClient
 from regwatch.config import Config
-from regwatch.drill.ratelimit import Pacer
 
 log = logging.getLogger("regwatch.drill")
 
@@ -30,33 +25,41 @@ class DrillUsageError(Exception):
     """Bad usage (exit 2): an unknown target name, a malformed URL."""
 
 
-def _docker_config_auth(host: str) -> tuple[str, str] | None:
-    base = os.environ.get("DOCKER_CONFIG")
-    path = Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
-    try:
-        auths = json.loads(path.read_text()).get("auths") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not isinstance(auths, dict):
-        return None
-    for key, value in auths.items():
-        if not isinstance(value, dict) or not isinstance(value.get("auth"), str):
-            continue
-        if urlsplit(key if "://" in key else f"//{key}").netloc == host:
-            try:
-                user, _, password = base64.b64decode(value["auth"]).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                return None
-            return user, password
-    return None
-
-
 @dataclass
 class Registry:
-    """A registry the drill talks to: the client, its pacer (``--max-rps``, 429s) and a printable name."""
+    """A registry the drill talks to: the client (which paces ``--max-rps`` and the registry's own rate
+    limit), a printable name, and what its 429s said (for the final message)."""
     client: RegistryClient
-    pacer: Pacer
     url: str
+    limited: int = 0
+    reset_at: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def seen(self, exc: BaseException) -> None:
+        """Note a failure; a RateLimited one says when the limit resets (from Retry-After, or, when the client
+        stopped pacing because the wait would outlast the drill, from the registry's last RateLimit-Reset)."""
+        if isinstance(exc, RateLimited):
+            reset_at = exc.reset_at
+            rl = self.client.last_ratelimit if self.client is not None else None
+            if reset_at is None and rl is not None and (rl.reset is not None or rl.window):
+                reset_at = time.time() + (rl.reset if rl.reset is not None else rl.window) - (time.monotonic() - rl.at)
+            with self._lock:
+                self.limited += 1
+                if reset_at is not None:
+                    self.reset_at = max(self.reset_at or 0.0, reset_at)
+
+    def describe_reset(self) -> str | None:
+        """For the end of a drill that ran into 429s: when the limit resets."""
+        if not self.limited:
+            return None
+        host = self.client.name
+        if self.reset_at is None:
+            return (f"{host} rate-limited the drill ({self.limited} request(s) refused or not sent) without saying "
+                    "when the limit resets; run the drill again later, or lower --max-rps")
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.reset_at))
+        left = max(self.reset_at - time.time(), 0.0)
+        return (f"{host} rate-limited the drill ({self.limited} request(s) refused or not sent); the limit resets "
+                f"at {when} (in {left:.0f} s); run the drill again after that, or lower --max-rps")
 
     def close(self) -> None:
         self.client.close()
@@ -64,34 +67,36 @@ class Registry:
 
 def open_registry(ref: str, config: Config | None, *, pool_size: int = 8, ca_file: str | None = None,
                   insecure: bool = False, max_rps: float | None = None, role: str = "source") -> Registry:
-    """``ref`` is a target name from the config or a registry URL. Credentials: the config's target,
-    then REGWATCH_USERNAME/REGWATCH_PASSWORD, then the docker config file."""
-    from regwatch.tls import warn_verification_off
+    """``ref`` is a target name from the config or a registry URL. Credentials: one resolution
+    (regwatch.credentials): the config's target, then REGWATCH_USERNAME/REGWATCH_PASSWORD, then the
+    docker config (credsStore/credHelpers included). ``ca_file``/``insecure`` apply to URLs."""
+    from regwatch.credentials import CredentialsError, resolve
 
-    if config is not None and (target := config.target(ref)) is not None:
-        if ca_file or insecure:
-            raise DrillUsageError(f"--ca-file and --insecure apply to registries given by URL; {role} {ref!r} is a "
-                                  f"target of the config: set its tls.ca_file or tls.insecure_skip_verify instead")
-        client = RegistryClient.for_target(target, pool_size=pool_size, timeout=max(target.timeout, 60.0))
-    else:
+    try:
+        if config is not None and (target := config.target(ref)) is not None:
+            if ca_file or insecure:
+                raise DrillUsageError(f"--ca-file and --insecure apply to registries given by URL; {role} {ref!r} is "
+                                      "a target of the config: set its tls.ca_file or tls.insecure_skip_verify "
+                                      "instead")
+            client = RegistryClient.for_target(target, credentials=resolve(target.url, target), pool_size=pool_size,
+                                               timeout=max(target.timeout, 60.0), max_rps=max_rps)
+            return Registry(client, client.url)
         parts = urlsplit(ref)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             known = ", ".join(t.name for t in config.targets) if config else "none (no --config given)"
             raise DrillUsageError(f"{ref!r} is neither a registry URL (http(s)://host[:port]) nor a target name "
                                   f"in the config (known targets: {known}); pass a URL or fix --config")
+        if parts.username or parts.password:
+            raise DrillUsageError(f"{parts.scheme}://{parts.hostname}...: a registry URL must not carry credentials; "
+                                  "use REGWATCH_USERNAME/REGWATCH_PASSWORD, the config or docker login")
         if ca_file and not Path(ca_file).is_file():
             raise DrillUsageError(f"--ca-file {ca_file}: no such file")
-        if insecure and parts.scheme == "https":
-            warn_verification_off(f"drill {role} {ref}", hint="pass --ca-file with the CA that signed its "
-                                                               "certificate instead of --insecure")
-        user, password = os.environ.get("REGWATCH_USERNAME"), os.environ.get("REGWATCH_PASSWORD")
-        if not user:
-            user, password = _docker_config_auth(parts.netloc) or (None, None)
-        client = RegistryClient(ref, username=user, password=password, pool_size=pool_size, timeout=60.0,
-                                ca_file=ca_file, insecure_skip_verify=insecure and parts.scheme == "https")
-    pacer = Pacer(client.name, max_rps)
-    pacer.attach(client)
-    return Registry(client, pacer, client.url)
+        # the client gives the one TLS-off warning (regwatch.tls.warn_verification_off) itself
+        client = RegistryClient(ref, credentials=resolve(ref), pool_size=pool_size, timeout=60.0, ca_file=ca_file,
+                                insecure_skip_verify=insecure and parts.scheme == "https", max_rps=max_rps)
+        return Registry(client, client.url)
+    except CredentialsError as exc:
+        raise DrillUsageError(str(exc)) from None
 
 
 def human_bytes(n: float | None) -> str:

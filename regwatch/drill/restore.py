@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from regwatch.budget import ContextPool
 
 from regwatch.client import NotFound
 from regwatch.digest import sha256_digest
@@ -34,11 +34,12 @@ from regwatch.drill.store import Entry, Store, StoreError
 
 CHUNKED_ABOVE = 64 << 20
 CHUNK_SIZE = 16 << 20
-IMAGE_ERRORS = (remote.RegistryError, BadContent, OSError, ValueError)
+IMAGE_ERRORS = (remote.RegistryError, BadContent, OSError, ValueError)  # + TamperedBlob, below
 
 
-class TamperedBlob(ValueError):
-    """What the store holds under a digest is not that content."""
+class TamperedBlob(Exception):
+    """What the store holds under a digest is not that content. (Not a ValueError: it is raised inside the
+    HTTP library's body read, and must come out as itself.)"""
 
 
 class VerifiedReader:
@@ -82,7 +83,7 @@ class Restore:
         self.progress = progress
         self.generation = generation
         self.result = PhaseResult("restore")
-        self._blob_pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="drill-upload")
+        self._blob_pool = ContextPool(self.parallel, thread_name_prefix="drill-upload")
         self._holders: dict[str, str] = {}          # digest -> a destination repository that has it
         self._digest_locks: dict[str, threading.Lock] = {}
         self._owner: dict[tuple[str, str], str] = {}  # (repository, manifest digest) -> image name
@@ -109,7 +110,7 @@ class Restore:
         if self.progress is None:
             self.progress = Progress("restore", len(tagged) + len(ref_tags))
         try:
-            with ThreadPoolExecutor(self.parallel, thread_name_prefix="drill-restore") as pool:
+            with ContextPool(self.parallel, thread_name_prefix="drill-restore") as pool:
                 for batch in (tagged, ref_tags, untagged):
                     list(pool.map(self._entry, batch))
         finally:
@@ -168,7 +169,8 @@ class Restore:
                 self.ledger.set(row, "restore", outcome)
         except _Refused as exc:
             self._failed(row, name, str(exc))
-        except IMAGE_ERRORS as exc:
+        except (*IMAGE_ERRORS, TamperedBlob) as exc:
+            self.reg.seen(exc)
             self._failed(row, name, f"restore failed: {exc}")
         if entry.tag:
             self.progress.advance(images=1)
@@ -217,13 +219,13 @@ class Restore:
                 remote.put_manifest(self.client, repo, kid.digest, kid_body, self._media_type(kid_body, kid.media_type))
                 self.result.account((repo, kid.digest), kid.size, MOVED, "manifest")
                 self.progress.advance(nbytes=kid.size)
-            except IMAGE_ERRORS as exc:
+            except (*IMAGE_ERRORS, TamperedBlob) as exc:
                 errors.append(exc)
                 break
         for fut in futures:
             try:
                 fut.result()
-            except IMAGE_ERRORS as exc:
+            except (*IMAGE_ERRORS, TamperedBlob) as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]
@@ -254,7 +256,7 @@ class Restore:
                         self.progress.advance(nbytes=desc.size)
                 with self._lock:
                     self._holders.setdefault(desc.digest, repo)
-        except IMAGE_ERRORS:
+        except (*IMAGE_ERRORS, TamperedBlob):
             self.result.account(key, desc.size, FAILED)
             raise
 

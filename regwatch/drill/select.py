@@ -83,8 +83,9 @@ def select_repositories(client, patterns: list[str]) -> Selection:  # noqa: ANN0
         check_repository(name)  # BadName: the command turns it into a usage error
     if patterns and not globs:
         return Selection(sorted(set(literal)), "--repo names as given (no listing needed)", patterns, [])
+    refused: list[str] = []
     try:
-        offered, refused = remote.catalog(client)
+        offered = remote.catalog(client)
         how = "the registry's _catalog"
     except remote.LISTING_REFUSED as catalog_exc:
         try:
@@ -104,6 +105,9 @@ def nothing_selected(client_url: str, sel: Selection, tags_offered: dict[str, li
                      tag_filter: TagFilter) -> str:
     """The message of a backup that selected no image: the patterns, and what the source offered."""
     pats = " ".join(f"--repo {p!r}" for p in sel.patterns) or "(every repository)"
+    if not sel.repos and not sel.patterns:
+        return (f"no image selected: {client_url} offers no repository through {sel.found_by}; check the account's "
+                "permissions (a robot account may see none), or name the repositories with --repo NAME")
     if not sel.repos:
         return (f"no image selected: {pats} matched none of the {len(sel.offered)} repositories {client_url} "
                 f"offers through {sel.found_by} ({_show(sel.offered)}); check the pattern, or the account's "

@@ -88,6 +88,11 @@ class RegistryFront:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    @property
+    def window_end(self) -> float:
+        """When the current rate-limit window ends (Unix time)."""
+        return self._window_end
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
