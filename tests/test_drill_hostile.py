@@ -68,7 +68,7 @@ def test_malformed_manifests_are_per_image_failures_and_the_report_is_written(tm
         reg.catalog.append("../../v2/other/repo")
         reg.tags["ok"].append("../../escape")
         store, tf = tmp_path / "store", tmp_path / "tf"
-        proc = run_drill("--backup", "--source", reg.url, "--store", store, "--textfile-dir", tf)
+        proc = run_drill("--backup", "--verify", "--source", reg.url, "--store", store, "--textfile-dir", tf)
         paths = list(reg.paths)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
@@ -95,6 +95,7 @@ def test_malformed_manifests_are_per_image_failures_and_the_report_is_written(tm
                for line in proc.stderr.splitlines())
     assert not [name for name in rows(report) if ".." in name]
     assert not [p for p in paths if ".." in p]  # no traversal name ever reached a URL
+    assert report["coverage"] == {"selected": 9, "covered": 1, "ratio": 1 / 9}
     assert (store / "report.html").is_file() and (tf / "regwatch_drill.prom").is_file()
     assert not [p for p in (store / "blobs" / "sha256").iterdir() if p.name.startswith(".tmp")]
 

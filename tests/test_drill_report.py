@@ -135,3 +135,36 @@ def test_empty_selection_fails_and_a_lone_backup_never_moves_the_drill_timestamp
     proc = run_drill("--restore", "--dry-run", "--dest", make_registry().url, "--store", store, "--textfile-dir", tf)
     assert proc.returncode == 0, proc.stderr
     assert ((tf / "regwatch_drill.prom").read_text(), (store / "report.json").read_text()) == before
+
+
+def test_coverage_and_rpo_count_an_older_copy_when_a_backup_fails(make_registry, tmp_path):
+    from regwatch.images import build_image, push_image
+
+    source, dest = make_registry(), make_registry()
+    store, tf = tmp_path / "store", tmp_path / "tf"
+    with RegistryClient(source.url) as src:
+        push_image(src, "app", "1", build_image([{"a": b"first"}]))
+        push_image(src, "other", "1", build_image([{"o": b"other"}]))
+    assert run_drill("--source", source.url, "--dest", dest.url, "--store", store).returncode == 0
+    first = {r["image"]: r for r in report_of(store)["images"]}
+    # app:1 moves to an image whose layer the registry has lost: its backup fails, the older copy stays
+    newer = build_image([{"a": b"second"}])
+    with RegistryClient(source.url) as src:
+        push_image(src, "app", "1", newer)
+    lost = newer.layers[0].digest[7:]
+    (source.root / "docker" / "registry" / "v2" / "blobs" / "sha256" / lost[:2] / lost / "data").unlink()
+    proc = run_drill("--source", source.url, "--dest", make_registry().url, "--store", store, "--textfile-dir", tf)
+    assert proc.returncode == 1
+    report = report_of(store)
+    status = {r["image"]: r["status"] for r in report["images"]}
+    assert status == {"app:1": {"backup": "failed", "restore": "pushed", "verify": "verified"},
+                      "other:1": {"backup": "unchanged", "restore": "pushed", "verify": "verified"}}
+    assert report["coverage"] == {"selected": 2, "covered": 2, "ratio": 1.0}
+    assert report["summary"]["ok"] == 1 and report["summary"]["failed"] == 1
+    # the RPO is the age of app:1's older copy: since the first run's backup saw the source serve it
+    assert report["rpo_image"] == "app:1"
+    assert report["rpo_seconds"] == report["ended"] - first["app:1"]["confirmed"]
+    prom, sid = (tf / "regwatch_drill.prom").read_text(), str(store.resolve())
+    assert metric(prom, "regwatch_drill_rpo_seconds", store=sid) == report["rpo_seconds"]
+    assert metric(prom, "regwatch_drill_coverage_ratio", store=sid) == 1.0
+    assert metric(prom, "regwatch_drill_success", store=sid) == 0

@@ -191,7 +191,7 @@ def drill(do_backup: bool, do_restore: bool, do_verify: bool, do_prune: bool, ke
         click.echo(line, file=out)
     what = "drill" if full else " + ".join(report["phases_run"])
     click.echo(f"{what} {'passed' if ok else 'FAILED'}: {report['summary']['images']} images, "
-               f"{report['summary']['ok']} covered; report: {json_path}, {html_path}", file=out)
+               f"{report['summary']['ok']} ok; report: {json_path}, {html_path}", file=out)
     sys.exit(0 if ok else 1)
 
 
@@ -223,7 +223,8 @@ def _run_phases(store, ledger, src, dst, chk, *, full: bool, do_backup: bool, do
         phases.append(guarded("backup", lambda: job.run(repos)))
         found_by = job.selection.found_by if job.selection else None
         generation = job.generation
-        only = {r.name for r in ledger.rows.values() if r.status.get("backup") != "failed"}
+        # restore and verify take what this backup selected; a tag whose backup failed keeps its older copy
+        only = set(ledger.rows)
         if not phases[-1].ok and full and not only:
             return phases, found_by, generation
     if do_restore:

@@ -168,7 +168,7 @@ class Backup:
                     self.ledger.rows[owner].referrers.append({"digest": body_digest, "tag": tag, "via": via,
                                                               "artifactType": parsed.referrer_artifact_type()})
             self._referrers(repo, tree, row, seen, level=1)
-            row.confirmed = time.time()
+            row.confirmed = round(time.time(), 3)  # as index.json keeps it
             self._add(index_entry(repo, tag, body_digest, size, media_type, confirmed=row.confirmed))
             self.ledger.set(row, "backup", "copied" if fresh else "unchanged")
         except IMAGE_ERRORS as exc:

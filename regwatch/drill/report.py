@@ -47,7 +47,9 @@ DEFINITIONS = {
     "planned": "restore --dry-run: would be pushed (nothing was)",
     "verified": "every manifest, config and layer the image reaches re-read from the store and hashed, "
                 "layers decompressed and matched with the config's rootfs.diff_ids",
-    "covered": "images that every phase of this run passed",
+    "ok": "images that every phase of this run passed",
+    "covered": "images in the store and verified (and, when restore ran, not failed there); an older copy counts "
+               "when this run's backup of the tag failed, its age then shows in the RPO",
     "coverage": "covered / images, over the backup's selection (a run with backup and verify)",
     "objects": "manifests and blobs (configs and layers), each counted once per phase; restore counts once "
                "per destination repository (a layer in 3 repositories is 3 placements)",
@@ -98,18 +100,19 @@ def build_report(store: str, phases: list[PhaseResult], ledger: Ledger, *, start
         state.update({"success": ok, "duration_seconds": p.duration, "last_run_timestamp": p.ended,
                       "last_success_timestamp": p.ended if ok else state.get("last_success_timestamp")})
 
-    covered = [r for r in rows if r.ok]
+    ok_rows = [r for r in rows if r.ok]
+    covered = [r for r in rows if r.status.get("verify") == "verified" and r.status.get("restore") != "failed"]
     coverage = prev.get("coverage") if isinstance(prev.get("coverage"), dict) else None
     rpo, rpo_image = prev.get("rpo_seconds"), prev.get("rpo_image")
     if "backup" in by and "verify" in by:
         coverage = {"selected": image_count, "covered": len(covered),
                     "ratio": len(covered) / image_count if image_count else 0.0}
-    if "backup" in by or "verify" in by:
+    if "verify" in by:
         dated = [r for r in covered if r.confirmed]
         if dated:
             oldest = min(dated, key=lambda r: r.confirmed)
             rpo, rpo_image = ended - oldest.confirmed, oldest.name
-        elif "backup" in by:
+        else:
             rpo, rpo_image = None, None
 
     restore, verify = by.get("restore"), by.get("verify")
@@ -130,7 +133,8 @@ def build_report(store: str, phases: list[PhaseResult], ledger: Ledger, *, start
         "repositories_found_by": found_by, "generation": generation,
         "coverage": coverage, "rpo_seconds": rpo, "rpo_image": rpo_image, "rto_seconds": rto,
         "summary": {
-            "images": image_count, "ok": len(covered), "failed": len(failed_rows),
+            "images": image_count, "ok": len(ok_rows), "failed": len(failed_rows),
+            "covered": len(covered) if "verify" in by else None,
             "by_phase": {p.phase: _phase_outcomes(ledger, p.phase) for p in phases},
             "content_objects": ct.get("objects", 0), "content_bytes": ct.get("bytes", 0),
             "bytes": {"ok": ct.get("bytes", 0) - ct.get("failed_bytes", 0), "failed": ct.get("failed_bytes", 0),
@@ -149,7 +153,7 @@ def summary_lines(report: dict) -> list[str]:
     """The figures a person reads at the end of a run; each adds up (see DEFINITIONS)."""
     s = report["summary"]
     n = s["images"]
-    lines = [f"images: {n} ({s['ok']} covered, {s['failed']} failed)"]
+    lines = [f"images: {n} ({s['ok']} ok, {s['failed']} failed)"]
     words = {"backup": ("copied", "unchanged", "failed"), "restore": ("pushed", "present", "planned", "failed"),
              "verify": ("verified", "failed")}
     for phase, data in report["phases"].items():
@@ -211,8 +215,9 @@ def families(report: dict) -> Iterable[Metric]:
     coverage = report.get("coverage") if isinstance(report.get("coverage"), dict) else {}
     yield gauge("regwatch_drill_coverage_ratio", "Share of the source's selected tags that are in the store and "
                 "verified, from the last run with a backup and a verify.", ["store"], one(coverage.get("ratio")))
-    yield gauge("regwatch_drill_rpo_seconds", "Recovery point: age of the copy of the oldest covered image when the "
-                "last backup or verify ended.", ["store"], one(report.get("rpo_seconds")))
+    yield gauge("regwatch_drill_rpo_seconds", "Recovery point: age of the copy of the oldest covered image (since a "
+                "backup last saw the source serve it) when the last verify ended.", ["store"],
+                one(report.get("rpo_seconds")))
 
 
 class _ReportCollector:
