@@ -165,8 +165,9 @@ class Backup:
                 owner = self._owner.get((repo, subject))
                 if owner and owner in self.ledger.rows:
                     via = "referrers tag schema" if "." not in tag else "signature tag"
+                    kind = parsed.referrer_artifact_type() or ("referrers list" if parsed.is_index else "")
                     self.ledger.rows[owner].referrers.append({"digest": body_digest, "tag": tag, "via": via,
-                                                              "artifactType": parsed.referrer_artifact_type()})
+                                                              "artifactType": kind})
             self._referrers(repo, tree, row, seen, level=1)
             row.confirmed = round(time.time(), 3)  # as index.json keeps it
             self._add(index_entry(repo, tag, body_digest, size, media_type, confirmed=row.confirmed))
