@@ -21,7 +21,8 @@ import time
 import pytest
 
 from regwatch.config import parse_config
-from regwatch.logs.elasticsearch import PAGE_SIZE, ElasticsearchCollector, ElasticsearchSetupError
+from regwatch.collectors.elasticsearch import ElasticsearchCollector
+from regwatch.logs.elasticsearch import PAGE_SIZE, ElasticsearchSetupError
 from tests.fakes.elasticsearch import FakeElasticsearch
 
 PASSWORD = "es-secret-pw"

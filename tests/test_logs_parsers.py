@@ -111,15 +111,49 @@ def test_block_counts_one_failure_per_refused_request(breakdown):
         assert tally.users == {"alice": 2} and tally.clients == {"127.0.0.1": 2}
 
 
-def test_harbor_core_one_failure_per_request_id():
+def test_harbor_core_counts_every_failure_line_once():
     tally = Tally()
-    lines = [HARBOR_BASIC, HARBOR_SYSLOG, *HARBOR_LDAP, HARBOR_ROBOT, HARBOR_BASIC]  # the last repeats a requestID
+    # the LDAP lines of one login add nothing; the same requestID twice is two logins (the id is the client's)
+    lines = [HARBOR_BASIC, HARBOR_SYSLOG, *HARBOR_LDAP, HARBOR_ROBOT, HARBOR_BASIC]
     Parser("harbor-core", breakdown=True).feed(("\n".join(lines) + "\n").encode(), tally)
-    assert dict(tally.failures) == {"bad_credentials": 4}
-    assert tally.users == {"testt": 1, "admin": 1, "USER": 1, "robot-backend": 1}
-    assert parse_harbor_core(HARBOR_BASIC).client == "192.168.122.123"
+    assert dict(tally.failures) == {"bad_credentials": 5}
+    assert tally.users == {"testt": 2, "admin": 1, "USER": 1, "robot-backend": 1}
+    assert parse_harbor_core(HARBOR_BASIC)[0].client == "192.168.122.123"
     expired = HARBOR_ROBOT.replace("failed to authenticate robot account", "the robot account is expired")
-    assert parse_harbor_core(expired).reason == "robot_expired"
+    assert parse_harbor_core(expired)[0].reason == "robot_expired"
+
+
+def robot_chain(name: str, request_id: str, second: int, files=("robot.go", "robot2.go")) -> list[str]:
+    """The lines Harbor core writes for one failed robot login: each robot generator, then basic_auth
+    trying the same credentials as a user (src/server/middleware/security/security.go runs them in order)."""
+    ts = f"2026-03-01T10:00:{second:02d}Z"
+    lines = [f'{ts} [ERROR] [/server/middleware/security/{file}:{47 + i}][requestID="{request_id}"]: failed to '
+             f"authenticate robot account: {name}" for i, file in enumerate(files)]
+    lines.append(f'{ts} [ERROR] [/server/middleware/security/basic_auth.go:72][client IP="10.0.0.1" '
+                 f'requestID="{request_id}" user agent="docker/27"]: failed to authenticate user:{name}, '
+                 "error:Failed to authenticate user, due to error 'Invalid credentials'")
+    return lines
+
+
+def test_harbor_robot_login_logged_three_times_counts_once():
+    block = robot_chain("robot$proj+ci", "r-1", 1) + robot_chain("robot$proj+ci", "r-2", 2, files=("robot2.go",))
+    # two requests of the same robot interleaved, with one client-chosen request id for both
+    first, second = robot_chain("robot$proj+ci", "same", 3), robot_chain("robot$proj+ci", "same", 3)
+    block += [line for pair in zip(first, second) for line in pair]
+    tally = Tally()
+    Parser("harbor-core").feed(("\n".join(block) + "\n").encode(), tally)
+    assert dict(tally.failures) == {"bad_credentials": 4}
+
+
+def test_harbor_1000_failed_logins_with_one_request_id_count_1000():
+    line = ('2026-03-01T10:00:00Z [ERROR] [/server/middleware/security/basic_auth.go:72][client IP="10.0.0.1" '
+            'requestID="constant" user agent="hydra"]: failed to authenticate user:admin, error:Failed to '
+            "authenticate user, due to error 'Invalid credentials'")
+    tally = Tally()
+    parser = Parser("harbor-core")
+    for _ in range(10):
+        parser.feed(("\n".join([line] * 100) + "\n").encode(), tally)
+    assert dict(tally.failures) == {"bad_credentials": 1000}
 
 
 def test_harbor_proxy_and_nginx():
@@ -127,6 +161,13 @@ def test_harbor_proxy_and_nginx():
         [CHALLENGE, FAILURE, ATTEMPT]
     assert [e.kind if (e := parse_nginx(line)) else None for line in NGINX] == [ATTEMPT, FAILURE, CHALLENGE, None]
     assert parse_nginx(NGINX[1]).user == "mallory"
+    # the path is compared as nginx routes it: "//v2/" and "%2F" spellings are still the registry API
+    for path in ("//v2/", "/v2//lib/app/manifests/v1", "/%76%32/", "/x/../v2/"):
+        line = NGINX[1].replace('"GET /v2/ ', f'"GET {path} ')
+        assert (parse_nginx(line).kind, parse_nginx(line).user) == (FAILURE, "mallory"), path
+    # nginx escapes quotes in $remote_user but not spaces or brackets
+    spaced = NGINX[1].replace(" mallory ", " a b [01/Jan/2026:00:00:00 +0000] c ")
+    assert (parse_nginx(spaced).kind, parse_nginx(spaced).user) == (FAILURE, "a b [01/Jan/2026:00:00:00 +0000] c")
 
 
 def test_sniff():
