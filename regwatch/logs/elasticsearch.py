@@ -410,9 +410,10 @@ class ElasticsearchSource:
                     self.close()  # the cluster may have been upgraded: read its version again next run
                 if isinstance(exc, ElasticsearchSetupError):
                     raise ElasticsearchSetupError(f"auth source {self.source.name}: {exc}") from None
-                raise RuntimeError(f"Elasticsearch query for auth source {self.source.name} failed: "
-                                   f"{type(exc).__name__}: {_short(exc)}; check auth_logs[].elasticsearch (url, "
-                                   "index, credentials, client_major)") from None
+                detail = str(exc) if isinstance(exc, ElasticsearchAnswerError) else \
+                    f"{type(exc).__name__}: {_short(exc)}"
+                raise RuntimeError(f"Elasticsearch query for auth source {self.source.name} failed: {detail}; check "
+                                   "auth_logs[].elasticsearch (url, index, credentials, client_major)") from None
             self.seen, self.cursors = seen, cursors
             self._save(pending, errors)
             self.totals, self.errors = pending, errors
