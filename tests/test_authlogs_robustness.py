@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tracemalloc
 
 from regwatch.collectors.authlogs import AuthLogCollector
 from regwatch.config import AuthLogConfig
@@ -108,3 +109,23 @@ def test_binary_garbage_and_huge_lines(tmp_path, caplog):
     assert sample(collector, "regwatch_auth_log_read_errors_total", reason="binary") == nul_lines
     saved = json.loads((tmp_path / "positions.json").read_text())
     assert saved["files"][0]["offset"] == log_path.stat().st_size
+
+
+def test_a_1gib_line_without_newline_takes_no_memory(tmp_path):
+    log_path = tmp_path / "registry.log"
+    append(log_path, 1, 1)
+    with open(log_path, "r+b") as handle:  # a sparse 1 GiB run of bytes without a newline (no disk used)
+        handle.truncate(log_path.stat().st_size + (1 << 30))
+    collector = make(tmp_path)
+    tracemalloc.start()
+    try:
+        assert counts(collector) == (2, 1)  # the lines before it; the long one is being skipped
+        append(log_path, 1, 0, b"")  # the next line's newline ends it (that line is part of the long one)
+        assert counts(collector) == (2, 1)
+        append(log_path, 2, 1)
+        assert counts(collector) == (5, 2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"reading a 1 GiB line took {peak / 1e6:.0f} MB"
+    assert sample(collector, "regwatch_auth_log_read_errors_total", reason="line_too_long") == 1

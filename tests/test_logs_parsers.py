@@ -8,6 +8,9 @@ request. Harbor and token samples are lines quoted in public issues (see
 
 from __future__ import annotations
 
+import json
+from urllib.parse import quote
+
 import pytest
 
 from regwatch.logs.parsers import (ATTEMPT, CHALLENGE, FAILURE, Parser, Tally, parse_distribution,
@@ -177,3 +180,73 @@ def test_sniff():
     assert sniff(HARBOR_PROXY) == "harbor-proxy"
     assert sniff(NGINX) == "nginx"
     assert sniff(["\x00\x01garbage", ""]) is None
+
+
+# --------------------------------------------------------------------------- lines a client writes into the log
+
+
+def injection(username: bytes, status: int = 401) -> bytes:
+    """The access line docker-registry 2.8.2 writes for ``GET http://<username>@host/v2/`` (gorilla writes
+    the URL's username as it is, so its newlines end lines): head, injected lines, tail."""
+    target = "http://" + quote(username, safe="") + "@127.0.0.1:5000/v2/"
+    return (b"127.0.0.1 - " + username + b' [23/Nov/2026:02:50:00 +0000] "GET ' + target.encode() +
+            b' HTTP/1.1" ' + str(status).encode() + b' 87 "" "curl/8"\n')
+
+
+FORGED = [TEXT_GOOD.encode(), TEXT_BAD[1].encode(), JSON_LINES[0].encode()]
+
+
+def test_lines_injected_through_an_access_log_username_are_not_counted():
+    block = (TEXT_ANON[0] + "\n").encode() + injection(b"x\n" + b"\n".join(FORGED) + b"\ny")
+    block += (TEXT_GOOD + "\n").encode()
+    for cut in (None, block.index(FORGED[1]), block.index(b"y [23/Nov")):  # whole, and split at line boundaries
+        tally, parser = Tally(), Parser("distribution")
+        if cut is None:
+            parser.feed(block, tally)
+        else:
+            parser.feed(block[:cut], tally)
+            parser.feed(block[cut:], tally)
+        assert (tally.requests, dict(tally.failures), tally.challenges) == (1, {}, 1)
+        assert parser.errors["injected"] == 3 and not parser.holding
+
+
+def test_held_lines_survive_a_restart_and_genuine_lines_among_them_count():
+    head, forged_first, rest = injection(b"x\n" + b"\n".join(FORGED) + b"\ny").split(b"\n", 2)
+    first = Parser("distribution")
+    tally = Tally()
+    first.feed((TEXT_ANON[0] + "\n").encode() + head + b"\n" + forged_first + b"\n" + (TEXT_GOOD + "\n").encode(),
+               tally)
+    assert first.holding and tally.requests == 0
+    second = Parser("distribution")  # a restart resumes from the saved state
+    second.restore(json.loads(json.dumps(first.state())))
+    second.feed(rest, tally)  # the rest of the injection, then the tail
+    # the genuine good request written between the head and the tail counts; the forged lines do not
+    assert (tally.requests, dict(tally.failures), tally.challenges) == (1, {}, 1)
+    assert second.errors["injected"] == 3
+
+
+def test_a_head_without_tail_is_counted_after_release():
+    tally, parser = Tally(), Parser("distribution")
+    parser.feed(b"127.0.0.1 - x\n" + (TEXT_GOOD + "\n").encode(), tally)
+    assert parser.holding and tally.requests == 0
+    parser.release(tally)
+    assert tally.requests == 1 and not parser.holding
+
+
+def test_a_consistent_access_line_with_a_user_is_just_an_access_line():
+    line = injection(b'a msg="authorized request" b')
+    tally, parser = Tally(), Parser("distribution")
+    parser.feed(line + (TEXT_GOOD + "\n").encode(), tally)
+    assert tally.requests == 1 and not parser.holding
+
+
+def test_client_address_connection_uses_only_the_peer_address():
+    warn = TEXT_BAD[1]
+    assert parse_distribution(warn).client == "127.0.0.1"
+    assert parse_distribution(warn, "connection").client == ""  # remoteaddr comes from X-Forwarded-For
+    assert parse_harbor_core(HARBOR_BASIC, "connection")[0].client == ""
+    assert parse_nginx(NGINX[1], "connection").client == "10.1.2.4"  # $remote_addr is the peer
+    tally = Tally()
+    Parser("distribution", breakdown=True, client_source="connection").feed(("\n".join(TEXT_BAD) + "\n").encode(),
+                                                                            tally)
+    assert dict(tally.failures) == {"bad_credentials": 1} and not tally.clients
