@@ -27,7 +27,8 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from regwatch.collectors import Collector, Job, job_factory
+from regwatch.budget import Budget
+from regwatch.collectors import Collector, Contexts, Job, job_factory
 from regwatch.collectors.elasticsearch import ElasticsearchCollector
 from regwatch.config import AuthLogConfig, Config
 from regwatch.logs.stream import FileStream
@@ -36,9 +37,8 @@ from regwatch.logs.tally import auth_families
 # How often the runner copies a file source's live counters into /metrics. The runner renders a
 # job's families only when its collect() runs, so this is the freshness of the auth counters.
 PUBLISH_SECONDS = 1.0
-# A file collection is a copy of counters in memory; an Elasticsearch one gets its deadline and
-# one request timeout more (until the shared budget function replaces these two lines).
-FILE_TIMEOUT = 10.0
+# A file collection is a copy of counters in memory.
+FILE_SECONDS = 10.0
 
 
 class AuthLogCollector(Collector):
@@ -80,15 +80,21 @@ class AuthLogCollector(Collector):
         self.stream.stop()
 
 
+def es_budget(source: AuthLogConfig) -> Budget:
+    """An Elasticsearch collection: ``deadline`` in all, each request at most ``timeout``, no retries
+    (the next collection is the retry)."""
+    es = source.elasticsearch
+    return Budget(timeout=es.timeout, retries=0, backoff=0.0, retry_after_cap=0.0, collection=es.deadline)
+
+
 def auth_job(source: AuthLogConfig) -> Job:
-    """The one place an auth source's job (collector, interval, timeout) is built."""
+    """The one place an auth source's job (collector, interval, budget) is built."""
     if source.elasticsearch is not None:
-        es = source.elasticsearch
-        return Job(source.name, ElasticsearchCollector(source), source.interval, es.deadline + es.timeout + 5.0)
-    return Job(source.name, AuthLogCollector(source), min(source.interval, PUBLISH_SECONDS), FILE_TIMEOUT)
+        return Job(source.name, ElasticsearchCollector(source), source.interval, es_budget(source))
+    return Job(source.name, AuthLogCollector(source), min(source.interval, PUBLISH_SECONDS), Budget.local(FILE_SECONDS))
 
 
 @job_factory("authlogs", help="Authentication attempts and failures from registry logs or Elasticsearch.")
-def authlog_jobs(config: Config) -> Iterable[Job]:
+def authlog_jobs(config: Config, contexts: Contexts) -> Iterable[Job]:
     for source in config.auth_logs:
         yield auth_job(source)

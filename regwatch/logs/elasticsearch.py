@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from types import ModuleType
 
+from regwatch.budget import current_run
 from regwatch.config import AuthLogConfig
 from regwatch.logs.positions import PositionsError, PositionsFile
 from regwatch.logs.tally import Tally, from_json, to_json
@@ -395,10 +396,12 @@ class ElasticsearchSource:
             queries = (("attempts", cfg.attempts_query or DEFAULT_ATTEMPTS_QUERY),
                        ("failures", cfg.failures_query or DEFAULT_FAILURES_QUERY))
             started = time.monotonic()
+            run = current_run()  # the runner's collection deadline (regwatch.budget), when there is one
+            total = cfg.deadline if run is None or run.remaining() is None else min(cfg.deadline, run.remaining())
             try:
                 for index, (kind, query) in enumerate(queries):
                     # Each query gets its share of the deadline, so a flood of attempts cannot starve failures.
-                    deadline = started + cfg.deadline * (index + 1) / len(queries)
+                    deadline = started + total * (index + 1) / len(queries)
                     token = _DEADLINE.set(deadline)
                     try:
                         self._count(kind, query, cursors, seen, pending, errors, now_ms, deadline)
