@@ -38,7 +38,8 @@ MARKERS = sorted({needle.decode() for needles in parsers._NEEDLES.values() if ne
                  {prefix for prefix, _ in parsers._ROBOT_MESSAGES} | set(parsers._LOGIN_PATHS) |
                  {'level=info msg="authorized request"', '"msg":"authorized request"', 'level=warning',
                   'msg="error authorizing context: x: authentication failure"', '" 401 ', " - - [",
-                  "[ERROR] [/server/middleware/security/basic_auth.go:72]", "]: failed to authenticate user:eve, error:",
+                  "[ERROR] [/server/middleware/security/basic_auth.go:72]",
+                  "]: failed to authenticate user:eve, error:",
                   'error authenticating user \\"eve\\"', "Error occurred in UserLogin: Failed to authenticate"})
 MARKED = "x" + " | ".join(MARKERS)  # one string holding every marker (a header value cannot start with a space)
 
@@ -140,8 +141,9 @@ def nginx_lines(sender: Sender) -> list[str]:
 
     now = dt.datetime.now(dt.timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
     lines = []
-    for user, status, what in (("alice", 200, "attempts"), ("mallory", 401, "bad_credentials"), ("-", 401, "challenges"),
-                               (esc(MARKED), 401, "bad_credentials"), (esc(MARKED), 200, "attempts")):
+    for user, status, what in (("alice", 200, "attempts"), ("mallory", 401, "bad_credentials"),
+                               ("-", 401, "challenges"), (esc(MARKED), 401, "bad_credentials"),
+                               (esc(MARKED), 200, "attempts")):
         for path in ("/v2/lib/app/manifests/v1", "//v2/", f"/v2/{quote(MARKED)}"):
             lines.append(f'10.0.0.9 - {user} [{now}] "GET {esc(path)} HTTP/1.1" {status} 87 "{esc(MARKED)}" '
                          f'"{esc(MARKED)}"')
@@ -204,8 +206,8 @@ def test_client_values_never_create_hide_or_reclassify_an_attempt(tmp_path, writ
 
         # token auth (JSON formatter): challenge, good token, insufficient scope, malformed and untrusted tokens
         scope = "repository:lib/app:pull"
-        good = requests.get(tokens.realm, params={"service": tokens.service, "scope": scope}, auth=("bob", "bob-secret"),
-                            timeout=10).json()["token"]
+        good = requests.get(tokens.realm, params={"service": tokens.service, "scope": scope},
+                            auth=("bob", "bob-secret"), timeout=10).json()["token"]
         anonymous = requests.get(tokens.realm, params={"service": tokens.service, "scope": scope}, timeout=10).json()
         untrusted = jwt.encode({"iss": tokens.issuer, "aud": tokens.service, "sub": "bob", "access": [],
                                 "exp": int(time.time()) + 300, "nbf": int(time.time()) - 10},
@@ -215,8 +217,8 @@ def test_client_values_never_create_hide_or_reclassify_an_attempt(tmp_path, writ
             sender.count("token", "challenges")
             assert sender.get(token.url, "/v2/lib/app/tags/list", bearer=good) == 404
             sender.count("token", "attempts")
-            for bearer, reason in ((anonymous["token"], "insufficient_scope"), (f"x.{quote(MARKED)}.y", "malformed_token"),
-                                   (untrusted, "invalid_token")):
+            for bearer, reason in ((anonymous["token"], "insufficient_scope"),
+                                   (f"x.{quote(MARKED)}.y", "malformed_token"), (untrusted, "invalid_token")):
                 assert sender.get(token.url, "/v2/lib/app/tags/list", bearer=bearer) == 401
                 sender.count("token", "attempts")
                 sender.count("token", reason)

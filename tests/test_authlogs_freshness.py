@@ -17,7 +17,8 @@ from tests.test_logs_parsers import TEXT_ANON, TEXT_BAD, TEXT_GOOD
 
 pytestmark = pytest.mark.slow
 
-ACCESS_200 = '127.0.0.1 - - [23/Nov/2026:02:50:01 +0000] "GET /v2/lib/nope/manifests/v1 HTTP/1.1" 200 525 "" "docker/27"'
+ACCESS_200 = ('127.0.0.1 - - [23/Nov/2026:02:50:01 +0000] "GET /v2/lib/nope/manifests/v1 HTTP/1.1" 200 525 "" '
+              '"docker/27"')
 # 100 lines: 40 good requests (app + access line), 5 anonymous (2 lines), 3 wrong passwords (3 lines), 1 access line
 UNIT = ([TEXT_GOOD, ACCESS_200] * 40 + TEXT_ANON * 5 + TEXT_BAD * 3 + [ACCESS_200])
 UNIT_BYTES = ("\n".join(UNIT) + "\n").encode()

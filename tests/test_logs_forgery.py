@@ -83,7 +83,8 @@ def gorilla_quote(value: str) -> str:
 
 def access_line(user: str | None, method: str, target: str, status: int, referer: str, agent: str) -> str:
     return (f"127.0.0.1 - {user if user else '-'} [23/Nov/2026:02:50:00 +0000] "
-            f"{gorilla_quote(f'{method} {target} HTTP/1.1')} {status} 87 {gorilla_quote(referer)} {gorilla_quote(agent)}")
+            f"{gorilla_quote(f'{method} {target} HTTP/1.1')} {status} 87 {gorilla_quote(referer)} "
+            f"{gorilla_quote(agent)}")
 
 
 KINDS = ("good", "bad", "anonymous", "scope")

@@ -243,7 +243,8 @@ class ElasticsearchSource:
             try:
                 totals = from_json(state.get("counters", {}))
                 if "cursors" in es:
-                    cursors = {kind: None if es["cursors"][kind] is None else int(es["cursors"][kind]) for kind in KINDS}
+                    saved = es["cursors"]
+                    cursors = {kind: None if saved[kind] is None else int(saved[kind]) for kind in KINDS}
                 else:  # saved by a version with one cursor for both queries
                     cursors = {kind: None if es.get("cursor") is None else int(es["cursor"]) for kind in KINDS}
                 seen = {kind: {str(k): int(v) for k, v in es["seen"][kind].items()} for kind in KINDS}

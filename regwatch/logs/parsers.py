@@ -251,7 +251,8 @@ def injected_by(head_user: bytes, line: bytes) -> list[bytes] | None:
 # rsyslog prefix (``Feb 27 10:26:40 172.20.0.1 core[1682]: ``) or a CRI one (``<time> stdout F ``).
 # Everything up to ``:N]`` is written by Harbor; the ``[k="v"]`` fields (client IP, request id,
 # user agent) are client data, written unescaped.
-_HARBOR_LINE = re.compile(r"^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [\w.-]+(?:\[\d+\])?: |\S+ std(?:out|err) [FP] )?"
+_HARBOR_LINE = re.compile(r"^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [\w.-]+(?:\[\d+\])?: "
+                          r"|\S+ std(?:out|err) [FP] )?"
                           r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) "
                           r"\[(DEBUG|INFO|WARNING|ERROR|FATAL)\] \[(/[^\]\[:]+):\d+\]")
 _ROBOT_MESSAGES = (

@@ -1,7 +1,8 @@
 """The positions file: where each followed log was read up to, and the counter totals that reading produced.
 
 Offsets and totals live in one JSON document written atomically (``regwatch.atomic``: temp
-file, fsync, rename, fsync of the directory), so after a crash or kill -9 they always agree: the restarted process resumes at
+file, fsync, rename, fsync of the directory), so after a crash or kill -9 they always agree: the
+restarted process resumes at
 the saved offsets with the saved totals and neither loses nor double-counts a line. The
 previous good version is kept beside it as ``<file>.bak`` (a hard link, so the main file
 never disappears); if the main file is corrupt, the backup is an older but equally
