@@ -35,8 +35,12 @@ from regwatch.logs.stream import FileStream
 from regwatch.logs.tally import auth_families
 
 # How often the runner copies a file source's live counters into /metrics. The runner renders a
-# job's families only when its collect() runs, so this is the freshness of the auth counters.
+# job's families only when its collect() runs, so this is the freshness of the auth counters: every
+# second while the logs are quiet (an idle source costs one copy a second), every BUSY_SECONDS while
+# lines keep coming (the collector shortens its own job's interval; the runner reads it each round).
 PUBLISH_SECONDS = 1.0
+BUSY_SECONDS = 0.25
+BUSY_FOR = 3.0  # seconds after the last counted line
 # A file collection is a copy of counters in memory.
 FILE_SECONDS = 10.0
 
@@ -50,6 +54,7 @@ class AuthLogCollector(Collector):
         self.source = source
         # background=False: no follower thread; each collect() reads what is new (tests, benchmarks)
         self.background = background
+        self.job: Job | None = None  # set by auth_job: its interval follows the source's activity
         self.stream = FileStream(source.name, source.path or "", fmt=source.format, start_at=source.start_at,
                                  positions_file=str(source.positions_file) if source.positions_file else None,
                                  top_n=source.top_n, client_source=source.client_address, use_inotify=use_inotify)
@@ -64,6 +69,9 @@ class AuthLogCollector(Collector):
         elif not self.background:
             self.stream.pump()
         tally, errors, files, lag = self.stream.snapshot()
+        if self.job is not None:
+            quiet = min(self.source.interval, PUBLISH_SECONDS)
+            self.job.interval = min(quiet, BUSY_SECONDS) if self.stream.busy(BUSY_FOR) else quiet
         families = auth_families(self.source.name, tally, errors, self.source.top_n)
         lines = CounterMetricFamily("regwatch_auth_log_lines", "Log lines read; cached, updated as they are written.",
                                     labels=["source"])
@@ -91,7 +99,9 @@ def auth_job(source: AuthLogConfig) -> Job:
     """The one place an auth source's job (collector, interval, budget) is built."""
     if source.elasticsearch is not None:
         return Job(source.name, ElasticsearchCollector(source), source.interval, es_budget(source))
-    return Job(source.name, AuthLogCollector(source), min(source.interval, PUBLISH_SECONDS), Budget.local(FILE_SECONDS))
+    collector = AuthLogCollector(source)
+    collector.job = Job(source.name, collector, min(source.interval, PUBLISH_SECONDS), Budget.local(FILE_SECONDS))
+    return collector.job
 
 
 @job_factory("authlogs", help="Authentication attempts and failures from registry logs or Elasticsearch.")

@@ -198,6 +198,8 @@ _Q = r'"(?:[^"\\]|\\.)*"'
 _ACCESS_TAIL = re.compile(rb"^(.*) \[" + _TIME.encode() + rb'\] "((?:[^"\\]|\\.)*)" \d{3} \d+ ' + _Q.encode() +
                           rb" " + _Q.encode() + rb"$", re.S)
 _ACCESS_HEAD = re.compile(rb"^[0-9A-Fa-f.:]+(?:%[\w.-]+)? - ")
+# An access line (at a line start) whose user is not "-": one regex pass over a block finds them all.
+_USER_ACCESS_LINE = re.compile(rb"\n[0-9A-Fa-f.:]+(?:%[\w.-]+)? - (?!- \[)")
 _ABSOLUTE = re.compile(rb"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
 _GORILLA_UNQUOTE = re.compile(rb'\\(["\\])')
 
@@ -521,33 +523,32 @@ class Parser:
             if self._held is not None:
                 block = self._hold(block, tally)
                 continue
-            head = self._find_head(block)
+            head, in_users = self._find_head(block)
             if head is None:
-                self._count_distribution(block, tally)
+                self._count_distribution(block, tally, in_users)
                 return
             start, end = head
             if start:
-                self._count_distribution(block[:start], tally)
+                self._count_distribution(block[:start], tally, in_users)
             self._held, self._held_bytes = [], 0
             self._held_user = access_user_part(block[start:end]) or b""
             block = block[end + 1:]
 
-    def _find_head(self, block: bytes) -> tuple[int, int] | None:
-        """(start, end) of the first access line whose user part does not match its own request."""
-        if block.count(b" - ") == block.count(b" - - ["):
-            return None  # the common case: every access line has the user "-"
-        pos = block.find(b" - ")
-        while pos >= 0:
-            if not block.startswith(b"- [", pos + 3):
-                start = block.rfind(b"\n", 0, pos) + 1
-                end = block.find(b"\n", pos)
-                line = block[start:end]
-                if access_user_part(line) is not None and not is_consistent_access_line(line):
-                    return start, end
-                pos = block.find(b" - ", end)
-            else:
-                pos = block.find(b" - ", pos + 3)
-        return None
+    @staticmethod
+    def _find_head(block: bytes) -> tuple[tuple[int, int] | None, int]:
+        """(start, end) of the first access line whose user part does not match its own request, and how
+        often the ``authorized request`` marker occurs in the user parts of the access lines before it."""
+        in_users = 0
+        starts = [m.start() + 1 for m in _USER_ACCESS_LINE.finditer(block)]
+        if _ACCESS_HEAD.match(block) and not block.startswith(b"- [", _ACCESS_HEAD.match(block).end()):
+            starts.insert(0, 0)
+        for start in starts:  # usually none: every access line has the user "-"
+            end = block.find(b"\n", start)
+            line = block[start:end]
+            if not is_consistent_access_line(line):
+                return (start, end), in_users
+            in_users += line.count(b' msg="authorized request"') + line.count(b'"msg":"authorized request"')
+        return None, in_users
 
     def _hold(self, block: bytes, tally: Tally) -> bytes:
         """Hold lines until the injecting access line's tail; return what follows it (or b"")."""
@@ -574,32 +575,30 @@ class Parser:
                 return block[pos:]
         return b""
 
-    def _count_distribution(self, block: bytes, tally: Tally) -> None:
+    def _count_distribution(self, block: bytes, tally: Tally, in_users: int) -> None:
         if self.breakdown:
             self._scan(block, self.needles, tally)
             return
         # The fast path: most relevant lines are ``authorized request`` lines, counted by C code.
         # logrus quotes and escapes every value, so this exact byte sequence is only ever its own
-        # msg field; access lines whose user part could carry it are checked one by one.
-        count = block.count(b' msg="authorized request"') + block.count(b'"msg":"authorized request"')
-        if count:
-            count -= self._in_access_users(block)
-        tally.requests += count
-        self._scan(block, _REFUSED_NEEDLES, tally)
-
-    @staticmethod
-    def _in_access_users(block: bytes) -> int:
-        if block.count(b" - ") == block.count(b" - - ["):
-            return 0
-        found, pos = 0, block.find(b" - ")
+        # msg field, except in the user part of an access line (``in_users``, found by _find_head).
+        tally.requests += block.count(b' msg="authorized request"') + block.count(b'"msg":"authorized request"') - \
+            in_users
+        # Without the breakdown the user hints are not needed: only the refused-request lines are parsed.
+        # Text lines take a shortcut that still decides on the parsed msg field: the field at its place
+        # (``time="..." level=warning msg="..."`` at the line's start, as logrus writes it), its quoted
+        # value read to its closing quote; JSON lines go through json.loads.
+        pos = block.find(_WARN_TEXT)
         while pos >= 0:
             start = block.rfind(b"\n", 0, pos) + 1
             end = block.find(b"\n", pos)
-            line = block[start:end]
-            if access_user_part(line) is not None:
-                found += line.count(b' msg="authorized request"') + line.count(b'"msg":"authorized request"')
-            pos = block.find(b" - ", end)
-        return found
+            event = _warn_text_event(block[start:end], pos - start)
+            if event is None:
+                event = parse_distribution(block[start:end].decode("utf-8", "replace"), self.client_source)
+            if event is not None and event.kind != USER_HINT:
+                tally.add(event, False)
+            pos = block.find(_WARN_TEXT, end)
+        self._scan(block, (b'"msg":"error authorizing context: ',), tally)
 
     def _scan(self, block: bytes, needles: tuple[bytes, ...], tally: Tally) -> None:
         lines: dict[int, bytes] = {}
@@ -702,6 +701,25 @@ class Parser:
 
 
 _REFUSED_NEEDLES = (b"error authorizing context: ", b"error authenticating user", b"user failed to authenticate")
+_WARN_TEXT = b' level=warning msg="error authorizing context: '
+_QUOTED_AT = re.compile(rb'"((?:[^"\\\n]|\\.)*)"(?: |$)')
+
+
+def _warn_text_event(line: bytes, at: int) -> Event | None:
+    """The event of a logrus text WARN line whose msg field starts at ``at`` (the space before
+    ``level=``), when the line starts exactly ``time="<no quote>" level=warning msg="``; None to
+    let the full parser decide."""
+    if not line.startswith(b'time="') or line.find(b'"', 6) != at - 1:
+        return None
+    quoted = _QUOTED_AT.match(line, at + len(b" level=warning msg="))
+    if quoted is None:
+        return None
+    msg = quoted.group(1).decode("utf-8", "replace")
+    detail = _go_unescape(msg)[len(_AUTHORIZING):]
+    for suffix, kind, reason in _DISTRIBUTION_SUFFIXES:
+        if detail == suffix or detail.endswith(": " + suffix):
+            return Event(kind, reason)
+    return Event(FAILURE, "other")
 _NEEDLES: dict[str, tuple[bytes, ...] | None] = {
     "distribution": (b"authorized request",) + _REFUSED_NEEDLES,
     "harbor-core": (b"basic_auth.go:", b"robot.go:", b"robot2.go:", b"Error occurred in UserLogin"),

@@ -183,6 +183,10 @@ class FileStream:
         if fmt is not None and self.parser is None:
             self.parser = Parser(fmt, breakdown=self.top_n > 0, client_source=self.client_source)
 
+    def busy(self, within: float) -> bool:
+        """Whether lines were counted in the last ``within`` seconds."""
+        return self._last_data > 0 and self.clock() - self._last_data < within
+
     def snapshot(self) -> tuple[Tally, Counter, int, int]:
         """(counters, read errors, files followed, lag in bytes) as of the last counted block."""
         with self._lock:
