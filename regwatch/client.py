@@ -727,7 +727,7 @@ class RegistryClient:
 
     def _refuse(self, what: str) -> None:
         log.warning("registry listed a name the distribution-spec does not allow; skipped",
-                    extra={"target": self.name, "name": what})
+                    extra={"target": self.name, "skipped": what})
         if len(self.refused_names) < 100:
             self.refused_names.append(what)
 
