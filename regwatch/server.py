@@ -351,14 +351,20 @@ class MetricsServer:
         headers += [f"{key}: {value}" for key, value in (extra or {}).items()]
         if not keep_alive:
             headers.append("Connection: close")
-        writer.write(("\r\n".join(headers) + "\r\n\r\n").encode("latin-1"))
+        head = ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1")
+        if head_only:
+            body = b""
+        # One send for the usual response; a large one goes in chunks, each handed to the kernel
+        # before the next is queued, so a slow reader holds at most one chunk in this process.
+        first, rest = (head + body, b"") if len(body) <= _WRITE_CHUNK else (head, memoryview(body))
+        writer.write(first)
+        if writer.transport.get_write_buffer_size() == 0 and not rest:
+            return
         async with asyncio.timeout(self.limits.write_timeout):
-            if not head_only:
-                view = memoryview(body)
-                for offset in range(0, len(view), _WRITE_CHUNK):
-                    writer.write(view[offset:offset + _WRITE_CHUNK])
-                    await writer.drain()
             await writer.drain()
+            for offset in range(0, len(rest), _WRITE_CHUNK):
+                writer.write(rest[offset:offset + _WRITE_CHUNK])
+                await writer.drain()
 
 
 def _parse_head(lines: list[bytes]) -> _Request:

@@ -316,3 +316,41 @@ def test_a_burst_of_sighups_is_survived_and_sigterm_still_stops(registry, passwo
     assert "config reload failed" not in proc.log()
     proc.stop()
     assert proc.proc.returncode == 0
+
+
+class _BigRunner:
+    """Stands in for the runner: a 14 MB exposition, more than the kernel's socket buffers hold."""
+
+    body = b"".join(f'regwatch_big{{n="{i:09d}"}} {i}\n'.encode() for i in range(400_000))
+
+    def exposition(self, openmetrics=False, gzipped=False):
+        return self.body
+
+
+def test_a_large_response_arrives_whole_and_a_client_that_never_reads_is_dropped():
+    from regwatch.server import Limits, MetricsServer
+
+    server = MetricsServer(_BigRunner(), "127.0.0.1", 0, Limits(write_timeout=1.0))
+    server.start()
+    try:
+        host, port = server.address
+        resp = requests.get(f"http://{host}:{port}/metrics", headers={"Accept-Encoding": "identity"}, timeout=10)
+        assert resp.content == _BigRunner.body and len(resp.content) > 13_000_000
+        # A client that asks and never reads: after write_timeout its connection is closed (a reset
+        # or an end of stream where the rest of the body should be), and others are served meanwhile.
+        with socket.socket() as stuck:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+            stuck.connect((host, port))
+            stuck.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+            assert requests.get(f"http://{host}:{port}/healthz", timeout=2).text == "ok\n"
+            time.sleep(2.5)
+            received = 0
+            stuck.settimeout(5)
+            try:
+                while chunk := stuck.recv(1 << 20):
+                    received += len(chunk)
+            except ConnectionResetError:
+                pass
+            assert 0 < received < len(_BigRunner.body)
+    finally:
+        server.stop()
