@@ -75,7 +75,7 @@ def serve(config_path: str, listen: str | None, shard_spec: str | None, shard_fr
         runner = _reload(config_path, enabled, runner, server, shard)
     log.info("stopping", extra={"signal": signal.Signals(signum).name})
     server.stop(timeout=0.5)
-    runner.stop(timeout=0.2)
+    runner.stop(timeout=0.1)
     # Collections still in flight are abandoned, not awaited: their worker pools' threads would
     # otherwise hold the interpreter's exit until their requests time out. Their results are never
     # used, and every file regwatch writes is replaced atomically, so nothing is left half-written.
