@@ -403,6 +403,10 @@ def _when(timestamp: float | None, now: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp)) + f" ({ago})"
 
 
+_STATUS_FIELDS = {"target", "collector", "runs", "success", "duration_seconds", "last_run", "last_success",
+                  "last_error"}
+
+
 def landing(status: list[dict], now: float) -> str:
     """The landing page: every collector's last result, when it last ran and last succeeded, its last error.
 
@@ -412,8 +416,11 @@ def landing(status: list[dict], now: float) -> str:
     rows = []
     for job in status:
         result = {True: "ok", False: "FAILED", None: "pending"}[job["success"]]
+        # A job's own labels (a probe's image) tell apart two jobs of one collector on one target.
+        labels = ", ".join(f"{key}={value}" for key, value in job.items() if key not in _STATUS_FIELDS)
+        collector = f"{job['collector']} ({labels})" if labels else str(job["collector"])
         rows.append(
-            f"<tr><td>{esc(str(job['target']))}</td><td>{esc(str(job['collector']))}</td>"
+            f"<tr><td>{esc(str(job['target']))}</td><td>{esc(collector)}</td>"
             f"<td>{esc(result)}</td><td>{esc(_when(job.get('last_run'), now))}</td>"
             f"<td>{esc(_when(job.get('last_success'), now))}</td><td>{esc(str(job['duration_seconds']))}</td>"
             f"<td>{esc(str(job['last_error']))}</td></tr>")

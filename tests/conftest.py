@@ -31,6 +31,7 @@ SERVER_FIXTURES = frozenset({
     "start_es", "es",                                     # fake Elasticsearch
     "token_registry", "delayed_registry",                 # token servers (and delaying proxies)
     "stores", "stack", "upstream_and_proxy", "pods",      # registries, Prometheus stack, chart pods
+    "hung", "servers",                                    # test_budget's hung server, hostile fakes
 })
 
 

@@ -40,6 +40,12 @@ def test_each_row_says_when_the_collector_last_ran_and_last_succeeded():
     assert 'href="/metrics"' in page
 
 
+def test_a_jobs_own_labels_tell_two_probes_of_one_target_apart():
+    page = landing([row(collector="probe", image="team/api:1.2.0"), row(collector="probe", image="lib/x:1")], NOW)
+    assert [r.split("</td>")[1] for r in rows_of(page)] == ["<td>probe (image=team/api:1.2.0)",
+                                                            "<td>probe (image=lib/x:1)"]
+
+
 def test_every_value_from_outside_is_escaped():
     hostile = '<script>alert("x")</script>&'
     page = landing([row(target=hostile, collector=hostile, last_error=hostile, duration_seconds=hostile)], NOW)
