@@ -231,6 +231,9 @@ class MetricsServer:
                 first = False
         except (asyncio.CancelledError, ConnectionError, TimeoutError, OSError):
             graceful = False
+        except Exception as exc:  # noqa: BLE001 - a bug here must cost one connection, never the server
+            log.warning("http connection failed", extra={"err": f"{exc.__class__.__name__}: {exc}"})
+            graceful = False
         finally:
             self._waiting.pop(conn, None)
             if writer is None:
