@@ -442,10 +442,12 @@ def report(demo: Demo, exposition: str, ready: bool, elapsed: float, starter: Pa
     echo(f"Everything under {demo.workdir} is removed when the demo stops.")
     if starter is not None:
         echo("")
+        path = os.path.abspath(starter)
         if wrote_starter:
-            echo(f"A starter config for your own registry: {starter} (edit it, then regwatch check-config {starter})")
+            echo(f"A starter config for your own registry: {path}")
+            echo(f"  edit it, then: {regwatch_command()} check-config {shlex.quote(path)}")
         else:
-            echo(f"Kept your existing {starter}; remove it to get a fresh starter config next time.")
+            echo(f"Kept your existing {path}; remove it to get a fresh starter config next time.")
     echo("")
     echo("Press Ctrl-C to stop; everything the demo made is removed.")
 

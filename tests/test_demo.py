@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -106,8 +107,8 @@ def test_demo_tells_what_metrics_say_its_commands_work_and_it_cleans_up(tmp_path
         assert (workdir / "alerts" / "regwatch.rules.yml").is_file()
 
         # The starter config is where it says, and loads once written.
-        assert f"A starter config for your own registry: {starter} (edit it, then regwatch check-config {starter})" \
-            in out
+        assert f"\nA starter config for your own registry: {starter}\n" \
+               f"  edit it, then: {sys.executable} -m regwatch check-config {starter}\n" in out
         assert load_config(str(starter)).targets[0].url == "https://registry.example.com"
         assert elapsed < 60, out
     finally:
