@@ -22,9 +22,12 @@ import pytest
 from regwatch.client import RegistryClient
 from regwatch.collectors import TargetContext
 from regwatch.collectors.distribution import DistributionCollector
+from regwatch.collectors.proxycache import ProxyCacheCollector
 from regwatch.config import parse_config
+from regwatch.images import build_image, push_image
 from regwatch.localregistry import LocalRegistry
-from tests.fakes.distribution3 import Distribution3, write_storage
+from tests.fakes.distribution3 import Distribution3, populated_cache, write_storage
+from tests.test_proxycache import Model
 
 # 2,500 repositories over nested namespaces; two of them with many tags: one with more than a page of
 # the registry's maximum (1000), one with exactly one page (Link to an empty last page).
@@ -134,3 +137,96 @@ def test_a_registry_whose_maximum_is_below_1000_is_still_listed(storage):
     with Distribution3(storage=storage.root, maxentries=500) as v3, RegistryClient(v3.url, name="reg") as client:
         assert len(list(client.catalog(5000))) == 2500
 
+
+
+# --------------------------------------------------------------------------- v3's native proxy counters
+
+@pytest.fixture
+def upstream_images(make_registry):
+    """A real 2.8.2 registry (the upstream) holding three images that share a layer."""
+    upstream = make_registry(debug=False)
+    shared = {"usr/lib/shared.so": b"s" * 5000}
+    images = {"lib/a": build_image([{"a": b"1" * 1000}, shared]), "lib/b": build_image([{"b": b"2" * 2000}, shared])}
+    with RegistryClient(upstream.url) as client:
+        for repo, image in images.items():
+            push_image(client, repo, "1", image)
+    return upstream, images
+
+
+def proxy_collector(debug_url: str) -> ProxyCacheCollector:
+    config = parse_config({"targets": [{"name": "mirror", "kind": "distribution", "url": debug_url,
+                                        "debug_url": debug_url}]})
+    return ProxyCacheCollector(TargetContext(config.targets[0]))
+
+
+def exported(collector: ProxyCacheCollector) -> dict[str, dict]:
+    """{object: {requests, hits, misses, upstream_bytes, served_bytes}, "info": {...}, "descriptor_cache": {...}}"""
+    out: dict[str, dict] = {"blob": {}, "manifest": {}, "info": {}, "descriptor_cache": {}}
+    for family in collector.collect():
+        for sample in family.samples:
+            if family.name == "regwatch_proxy_cache_info":
+                out["info"][sample.labels["counters"]] = sample.value
+            elif family.name.startswith("regwatch_proxy_cache_"):
+                out[sample.labels["object"]][family.name.removeprefix("regwatch_proxy_cache_")] = sample.value
+            elif family.name.startswith("regwatch_blob_descriptor_cache_"):
+                out["descriptor_cache"][family.name.removeprefix("regwatch_blob_descriptor_cache_")] = sample.value
+    return out
+
+
+def test_v3_native_proxy_counters_equal_the_pulls_the_test_made(upstream_images):
+    """The test's pulls go through the v3 cache fake to a real upstream; the test's own Model counts what each
+    request is (a hit once that repository has the object, the object's size served, its size fetched on a
+    miss). regwatch's figures, read from the fake's v3 /metrics, must equal the Model's."""
+    upstream, images = upstream_images
+    a, b = images["lib/a"], images["lib/b"]
+    with Distribution3(upstream=upstream.url) as cache:
+        collector = proxy_collector(cache.debug_url)
+        assert exported(collector)["info"] == {}, "a v3 cache that has served nothing exports no proxy series"
+        model = Model(cache, blob_bytes=True, settle=False)
+        model.pull("lib/a", a)                   # all misses
+        model.pull("lib/a", a)                   # all hits
+        model.pull("lib/a", a, by_digest=True)
+        model.request("HEAD", "manifest", "lib/b", "1", b.digest, len(b.manifest))      # a miss
+        model.request("HEAD", "blob", "lib/b", b.layers[1].digest, b.layers[1].digest,  # shared layer: another
+                      len(b.layers[1].data))                                            # repository, a miss
+        model.pull("lib/b", b)                   # manifest and shared layer hit; config and own layer miss
+        assert {obj: (c["requests"], c["hits"], c["misses"]) for obj, c in model.counts.items()} == {
+            "manifest": (5, 3, 2), "blob": (13, 7, 6)}, "the script changed: recount"
+        got = exported(collector)
+        assert {obj: got[obj] for obj in ("blob", "manifest")} == model.counts
+        assert got["info"] == {"native": 1.0}
+        blob = model.counts["blob"]
+        assert got["descriptor_cache"] == {"requests": blob["requests"], "hits": blob["hits"],
+                                           "misses": blob["misses"], "errors": 0}
+        cache.cache_failing = True                # a Redis that is down: every lookup fails
+        model.pull("lib/b", b)
+        assert exported(collector)["descriptor_cache"]["errors"] == 1 + len(b.layers)
+
+
+def test_v3_native_counters_are_preferred_to_its_expvar_and_the_2_8_correction(upstream_images):
+    upstream, images = upstream_images
+    with Distribution3(upstream=upstream.url) as cache:
+        model = Model(cache, blob_bytes=True, settle=False)
+        model.pull("lib/a", images["lib/a"])
+        collector = proxy_collector(cache.debug_url)
+        assert exported(collector)["info"] == {"native": 1.0}
+        # The same counters without http.debug.prometheus: the expvar, which v3 counts right as well.
+        cache.metrics_text = lambda: ""  # type: ignore[method-assign]
+        got = exported(collector)
+        assert got["info"] == {"expvar": 1.0}
+        assert {obj: got[obj] for obj in ("blob", "manifest")} == model.counts
+        assert got["descriptor_cache"] == {}
+
+
+def test_populated_cache_gives_every_proxycache_series(make_registry):
+    upstream = make_registry(debug=False)
+    cache = populated_cache(upstream.url)
+    try:
+        names = {family.name for family in proxy_collector(cache.debug_url).collect() if family.samples}
+    finally:
+        cache.stop()
+    assert names == {"regwatch_proxy_cache_requests", "regwatch_proxy_cache_hits", "regwatch_proxy_cache_misses",
+                     "regwatch_proxy_cache_upstream_bytes", "regwatch_proxy_cache_served_bytes",
+                     "regwatch_proxy_cache_info", "regwatch_blob_descriptor_cache_requests",
+                     "regwatch_blob_descriptor_cache_hits", "regwatch_blob_descriptor_cache_misses",
+                     "regwatch_blob_descriptor_cache_errors"}

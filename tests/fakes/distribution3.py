@@ -478,3 +478,25 @@ def _blob_headers(data: bytes, media_type: str, digest: str) -> dict[str, str]:
 def _link_entry(path: str, n: int, last: str) -> str:
     """catalog.go createLinkEntry: the request's path with exactly n and last, url.Values-encoded (sorted)."""
     return f'<{path}?{urlencode(sorted({"n": str(n), "last": last}.items()))}>; rel="next"'
+
+
+def populated_cache(upstream_url: str) -> Distribution3:
+    """A started v3 pull-through cache of ``upstream_url`` (a real registry it may push to) that has served
+    hits and misses of both objects and seen a failing descriptor cache: every series regwatch's proxycache
+    collector exports has a value. The caller stops it."""
+    from regwatch.client import RegistryClient
+    from regwatch.images import push_image
+
+    image = build_image([{"etc/motd": b"populated\n"}])
+    with RegistryClient(upstream_url) as client:
+        push_image(client, "library/cached", "1", image)
+    cache = Distribution3(upstream=upstream_url).start()
+    accept = {"Accept": MANIFEST_ACCEPT}
+    with requests.Session() as session:
+        for round_ in range(2):          # misses, then hits
+            cache.cache_failing = round_ == 1
+            session.get(f"{cache.url}/v2/library/cached/manifests/1", headers=accept, timeout=10).raise_for_status()
+            for blob in (image.config, *image.layers):
+                session.get(f"{cache.url}/v2/library/cached/blobs/{blob.digest}", timeout=10).raise_for_status()
+    cache.cache_failing = False
+    return cache
