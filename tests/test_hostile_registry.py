@@ -241,3 +241,44 @@ def test_a_url_with_userinfo_is_refused():
     with pytest.raises(ValueError) as info:
         RegistryClient("http://alice:alice-secret@127.0.0.1:5000")
     assert "alice-secret" not in str(info.value)
+
+
+def test_serve_stays_small_while_a_registry_streams_an_endless_body(servers, write_config, serve):
+    """The process, not just the call: serve's peak RSS while the peer streams for ever stays far under 300 MB."""
+    import psutil
+    import requests
+
+    evil = servers({"/v2/": Reply(200), "/v2/_catalog": Reply(200, {"Content-Type": "application/json"},
+                                                              chunks=json_endless_catalog())})
+    proc = serve(write_config({"targets": [{"name": "evil", "kind": "distribution", "url": evil.url,
+                                            "interval": "1s", "timeout": "5s"}]}))
+    process = psutil.Process(proc.proc.pid)
+    peak, deadline = 0, time.monotonic() + 8
+    while time.monotonic() < deadline:
+        peak = max(peak, process.memory_info().rss)
+        time.sleep(0.05)
+    status = requests.get(proc.url + "/status", timeout=5).json()
+    assert status[0]["last_error"] == ("target evil: GET /v2/_catalog: the answer goes on past regwatch's limit of "
+                                       f"{8 << 20} bytes for it; refused")
+    assert peak < 300 << 20
+    assert len([s for s in evil.seen if s.path.startswith("/v2/_catalog")]) >= 3  # it kept trying, and stayed small
+
+
+def test_an_identity_token_is_exchanged_at_the_realm_the_registry_named(servers):
+    """docker login's identity token is an OAuth2 refresh token (distribution docs/spec/auth/oauth.md): POSTed
+    to the realm, never sent to the registry itself."""
+    from urllib.parse import parse_qs
+
+    def token(seen):
+        form = parse_qs(seen.body.decode())
+        ok = form.get("grant_type") == ["refresh_token"] and form.get("refresh_token") == ["refresh-secret"]
+        return Reply(200, {}, b'{"access_token": "granted"}') if ok else Reply(401)
+
+    realm = servers({("POST", "/token"): token})
+    evil = servers({"/v2/": lambda seen: Reply(200) if seen.headers.get("Authorization") == "Bearer granted" else
+                    Reply(401, {"WWW-Authenticate": f'Bearer realm="{realm.url}/token",service="reg"'})})
+    creds = Credentials(identity_token="refresh-secret", source="the test")
+    with RegistryClient(evil.url, name="evil", credentials=creds) as client:
+        client.ping()
+    assert "refresh-secret" not in str([s.headers for s in evil.seen])
+    assert [s.method for s in realm.seen] == ["POST"]
