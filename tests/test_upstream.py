@@ -241,6 +241,7 @@ def test_the_alert_fires_in_prometheus_when_the_pulls_leave_under_10_percent(tmp
                               rule_files=[str(rules_file(tmp_path / "rules"))]) as prom:
             selector = f'{{target="dockerhub",source="{stack.source}"}}'
             prom.wait_for(f"regwatch_upstream_ratelimit_remaining{selector} == 100")
+            prom.wait_for('regwatch_target_up{target="dockerhub",kind="upstream"} == 1')
             stack.pull(90)                  # 10 left: exactly 10 %, not under it
             prom.wait_for(f"regwatch_upstream_ratelimit_remaining{selector} == 10")
             time.sleep(4)                   # longer than for:, so no alert is not just "pending"
