@@ -493,8 +493,8 @@ def populated_cache(upstream_url: str) -> Distribution3:
     cache = Distribution3(upstream=upstream_url).start()
     accept = {"Accept": MANIFEST_ACCEPT}
     with requests.Session() as session:
-        for round_ in range(2):          # misses, then hits
-            cache.cache_failing = round_ == 1
+        for failing in (False, False, True):   # misses, hits, then hits with the descriptor cache failing
+            cache.cache_failing = failing
             session.get(f"{cache.url}/v2/library/cached/manifests/1", headers=accept, timeout=10).raise_for_status()
             for blob in (image.config, *image.layers):
                 session.get(f"{cache.url}/v2/library/cached/blobs/{blob.digest}", timeout=10).raise_for_status()
