@@ -13,11 +13,13 @@ copy is still running is served from the same upstream stream.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 
 import pytest
 import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from regwatch.client import RegistryClient, TooLarge
@@ -364,3 +366,17 @@ def test_an_endless_metrics_page_is_cut_off_at_its_limit():
         server.stop()
     assert str(err.value) == (f"target mirror: GET /metrics: the answer goes on past regwatch's limit of {4 << 20} "
                               "bytes for it; refused")
+
+
+def test_a_registry_that_is_not_a_proxy_gets_no_advice_about_proxy_metrics(tmp_path, caplog):
+    registry = LocalRegistry(tmp_path / "registry")
+    del registry.config["http"]["debug"]["prometheus"]        # its debug address without /metrics
+    registry.config_path.write_text(yaml.safe_dump(registry.config))
+    with registry:
+        assert requests.get(registry.debug_url + "/metrics", timeout=5).status_code == 404
+        config = parse_config({"targets": [{"name": "hub", "kind": "distribution", "url": registry.url,
+                                            "debug_url": registry.debug_url}]})
+        collector = ProxyCacheCollector(TargetContext(config.targets[0]))
+        with caplog.at_level(logging.WARNING, logger="regwatch.collectors.proxycache"):
+            assert list(collector.collect()) == []
+    assert caplog.records == []

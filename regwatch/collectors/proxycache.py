@@ -247,10 +247,11 @@ class ProxyCacheCollector(Collector):
             kind, values = "native", native
             moved = sum(counts.requests for counts in native.values())
         elif expvar is not None:
-            kind, values = "expvar", derive(expvar, *(self._blob_requests(text) or (None,)))
             # The expvar's own pushes, not the derived blob requests: /metrics counts blob requests on any
             # registry, proxy or not.
             moved = float(expvar["blobs"]["Requests"]) + float(expvar["manifests"]["Requests"])
+            blob_requests = self._blob_requests(text) if moved > 0 else None  # a non-proxy gets no advice
+            kind, values = "expvar", derive(expvar, *(blob_requests or (None,)))
         else:
             raise ProxyCacheError(f"target {name}: {self.target.debug_url} has neither registry_proxy_* counters on "
                                   "/metrics nor registry.proxy in /debug/vars: is debug_url the debug address of a "
