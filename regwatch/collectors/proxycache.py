@@ -250,7 +250,8 @@ class ProxyCacheCollector(Collector):
             # The expvar's own pushes, not the derived blob requests: /metrics counts blob requests on any
             # registry, proxy or not.
             moved = float(expvar["blobs"]["Requests"]) + float(expvar["manifests"]["Requests"])
-            blob_requests = self._blob_requests(text) if moved > 0 else None  # a non-proxy gets no advice
+            # A registry that never proxied gets no advice about metrics it needs only as a proxy.
+            blob_requests = self._blob_requests(text) if moved > 0 or self.active else None
             kind, values = "expvar", derive(expvar, *(blob_requests or (None,)))
         else:
             raise ProxyCacheError(f"target {name}: {self.target.debug_url} has neither registry_proxy_* counters on "
