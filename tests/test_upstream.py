@@ -6,6 +6,9 @@ manifest answers; 429 when nothing is left) in front of a real docker-registry 2
 token server on another port, as auth.docker.io is for registry-1.docker.io. The test's own pulls spend the
 limit, directly and through a real 2.8.2 pull-through cache; regwatch's figures must equal the fake's state,
 and the fake must have seen nothing but HEADs from regwatch.
+
+The alert test loads the generated rules once the generator has ``RegistryUpstreamRateLimitLow``; until then a
+stand-in rule with the expression issue 17 asks for (``remaining / limit < 0.1``).
 """
 
 from __future__ import annotations
