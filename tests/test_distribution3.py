@@ -29,6 +29,8 @@ from regwatch.localregistry import LocalRegistry
 from tests.fakes.distribution3 import Distribution3, populated_cache, write_storage
 from tests.test_proxycache import Model
 
+pytestmark = pytest.mark.servers   # every test here starts a registry or the fake
+
 # 2,500 repositories over nested namespaces; two of them with many tags: one with more than a page of
 # the registry's maximum (1000), one with exactly one page (Link to an empty last page).
 MANY_TAGS = [f"v{i:04d}" for i in range(2345)]

@@ -277,6 +277,7 @@ def test_a_long_download_from_the_cache_is_a_hit_while_it_streams(make_registry)
     assert exported_from(collector)["blob"] == model.counts["blob"]
 
 
+@pytest.mark.servers
 def test_the_blob_descriptor_cache_of_a_real_2_8_2_registry(tmp_path):
     """2.8 counts the cache as registry_storage_cache_total{type}; regwatch exports it for any registry (no proxy
     needed). The test checks what it can know on its own: a blob the registry has is found in the cache on every
@@ -323,6 +324,7 @@ def hostile_collector(routes: dict) -> tuple[HostileServer, ProxyCacheCollector]
     return server, ProxyCacheCollector(TargetContext(config.targets[0]))
 
 
+@pytest.mark.servers
 def test_a_debug_address_that_lies_is_a_clear_error_not_a_traceback():
     server, collector = hostile_collector({
         "/debug/vars": HReply(200, {"Content-Type": "application/json"},
@@ -352,6 +354,7 @@ def test_counters_that_are_not_counts_are_left_out():
         "blob": Counts(2.0, 1.0, 1.0), "manifest": Counts(2.0, 1.0, 1.0)}
 
 
+@pytest.mark.servers
 def test_an_endless_metrics_page_is_cut_off_at_its_limit():
     server, collector = hostile_collector({
         "/debug/vars": HReply(200, {"Content-Type": "application/json"},
@@ -368,6 +371,7 @@ def test_an_endless_metrics_page_is_cut_off_at_its_limit():
                               "bytes for it; refused")
 
 
+@pytest.mark.servers
 def test_a_registry_that_is_not_a_proxy_gets_no_advice_about_proxy_metrics(tmp_path, caplog):
     registry = LocalRegistry(tmp_path / "registry")
     del registry.config["http"]["debug"]["prometheus"]        # its debug address without /metrics

@@ -34,6 +34,7 @@ from tests.fakes.hostile import HostileServer, Reply
 from tests.promserver import PrometheusServer
 
 
+@pytest.mark.servers
 def test_a_client_that_does_not_pace_on_the_rate_limit_never_waits_for_it():
     """A manifest HEAD does not spend Docker Hub's limit, so the client that reads the limit must not spread its
     requests over what is left of it (5 of 100: one request per 72 minutes), or it stops reading the limit just
@@ -85,6 +86,7 @@ def figures(collector: UpstreamCollector) -> dict[str, tuple[dict, float]]:
             for family in collector.collect() for sample in family.samples}
 
 
+@pytest.mark.servers
 def test_regwatch_reads_what_the_pulls_left_and_spends_none_of_it(hub, tmp_path, make_registry):
     # The test's own pulls: five straight from the upstream, two through a real 2.8.2 pull-through cache that
     # fetches with the same account. The cache resolves the tag with a HEAD each time and GETs the manifest once,
@@ -114,6 +116,7 @@ def test_regwatch_reads_what_the_pulls_left_and_spends_none_of_it(hub, tmp_path,
     assert [r["user"] for r in hub.tokens.requests] == [USERNAME] * (len(hub.tokens.requests))
 
 
+@pytest.mark.servers
 def test_with_the_limit_spent_regwatch_still_reads_it(hub, tmp_path):
     hub.hub.remaining[hub.source] = 2
     hub.pull(2)
@@ -124,6 +127,7 @@ def test_with_the_limit_spent_regwatch_still_reads_it(hub, tmp_path):
                                                                   "window_seconds": 21600.0}
 
 
+@pytest.mark.servers
 def test_an_account_without_a_pull_limit_exports_no_ratelimit_series(tmp_path, caplog):
     with populated_hub(tmp_path, spent=1, unlimited=frozenset({USERNAME})) as stack:
         collector = collector_for(upstream_target(stack.hub.url, tmp_path))
@@ -135,6 +139,7 @@ def test_an_account_without_a_pull_limit_exports_no_ratelimit_series(tmp_path, c
                     "(no ratelimit series exported)"], "said once, not every interval"
 
 
+@pytest.mark.servers
 def test_an_image_the_upstream_does_not_have_names_the_key_to_fix(hub, tmp_path):
     collector = collector_for(upstream_target(hub.hub.url, tmp_path, image="library/no-such-image:1"))
     with pytest.raises(NotFound) as err:
@@ -144,6 +149,7 @@ def test_an_image_the_upstream_does_not_have_names_the_key_to_fix(hub, tmp_path)
                               "pull (e.g. library/alpine:latest)")
 
 
+@pytest.mark.servers
 def test_a_wrong_password_is_the_token_servers_refusal(hub, tmp_path):
     collector = collector_for(upstream_target(hub.hub.url, tmp_path, password="wrong"))
     with pytest.raises(AuthFailed) as err:
@@ -170,6 +176,7 @@ def hostile_upstream(headers: dict[str, str], status: int = 200) -> HostileServe
     return HostileServer({("HEAD", f"/v2/{IMAGE_REPO}/manifests/{IMAGE_TAG}"): Reply(status, headers)}).start()
 
 
+@pytest.mark.servers
 def test_figures_that_are_not_counts_are_left_out(tmp_path):
     server = hostile_upstream({"ratelimit-limit": "inf", "ratelimit-remaining": "nan;w=21600",
                                "docker-ratelimit-source": "198.51.100.4\x7f"})
@@ -180,6 +187,7 @@ def test_figures_that_are_not_counts_are_left_out(tmp_path):
     assert got == {"window_seconds": ({"target": "dockerhub", "source": "unknown"}, 21600.0)}
 
 
+@pytest.mark.servers
 def test_a_429_on_the_head_without_figures_says_what_to_do(tmp_path):
     server = hostile_upstream({"Retry-After": "3600"}, status=429)
     try:
@@ -192,6 +200,7 @@ def test_a_429_on_the_head_without_figures_says_what_to_do(tmp_path):
                               "interval")
 
 
+@pytest.mark.servers
 def test_every_upstream_series_has_a_value_in_the_populated_stack(tmp_path):
     with populated_hub(tmp_path) as stack:
         names = {family.name for family in collector_for(upstream_target(stack.hub.url, tmp_path)).collect()
@@ -200,6 +209,7 @@ def test_every_upstream_series_has_a_value_in_the_populated_stack(tmp_path):
                      "regwatch_upstream_ratelimit_window_seconds"}
 
 
+@pytest.mark.servers
 def test_a_429_on_the_head_with_figures_exports_them(tmp_path):
     server = hostile_upstream({"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "0;w=21600",
                                "docker-ratelimit-source": "203.0.113.9", "Retry-After": "3600"}, status=429)
@@ -235,6 +245,8 @@ def firing(prom: PrometheusServer) -> list[dict]:
     return [a for a in body["data"]["alerts"] if a["labels"]["alertname"] == ALERT and a["state"] == "firing"]
 
 
+@pytest.mark.servers
+@pytest.mark.slow
 def test_the_alert_fires_in_prometheus_when_the_pulls_leave_under_10_percent(tmp_path, write_config, serve):
     with populated_hub(tmp_path, limit=100, spent=0) as stack:
         config = write_config({"targets": [upstream_target(stack.hub.url, tmp_path, interval="1s")]})
