@@ -44,6 +44,7 @@ bench: venv
 generate: venv
 	$(BIN)/regwatch generate alerts --out alerts
 	$(BIN)/regwatch generate dashboards --out dashboards
+	$(BIN)/python -m regwatch.generate.helm_schema helm/regwatch/values.schema.json
 	# Helm reads only files inside the chart: copy the generated rules and dashboards into it.
 	mkdir -p helm/regwatch/files/dashboards
 	rm -f helm/regwatch/files/dashboards/*.json

@@ -33,6 +33,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from regwatch.credentials import Credentials
 from regwatch.client import MANIFEST_ACCEPT, RegistryClient  # noqa: E402
 from regwatch.images import build_image, push_image  # noqa: E402
 from regwatch.localregistry import LocalRegistry, free_port, wait_for_port  # noqa: E402
@@ -112,7 +113,7 @@ def main() -> None:
         try:
             if not wait_for_port("127.0.0.1", bb_port, 15, bb):
                 sys.exit("prometheus-blackbox-exporter did not start; is the Debian package installed?")
-            spec = dict(username="alice", password="alice-secret", timeout=30)
+            spec = dict(credentials=Credentials(username="alice", password="alice-secret"), timeout=30)
             # Warm-up: first runs pay page-cache misses on the registry side for both tools.
             regwatch_runs(ProbeSpec(reg.url, "bench/app", "1", mode="full", **spec), 2)
             blackbox_runs(bb_port, bb.pid, blob_url, 2)

@@ -64,3 +64,20 @@ def is_tag(tag: object) -> bool:
 
 def is_digest(digest: object) -> bool:
     return isinstance(digest, str) and bool(DIGEST_RE.fullmatch(digest))
+
+
+def split_image(image: object) -> tuple[str, str]:
+    """``repo:tag`` / ``repo@digest`` / ``repo`` -> (repository, tag or digest; ``latest`` when none is given),
+    each checked against the grammar; raises BadName."""
+    if not isinstance(image, str) or not image:
+        raise BadName("an image is a repository, then :tag or @digest, e.g. library/alpine:3.20")
+    if "@" in image:
+        repository, _, reference = image.partition("@")
+        check_digest(reference)
+    else:
+        head, _, last = image.rpartition("/")
+        name, sep, tag = last.partition(":")
+        repository, reference = (f"{head}/{name}" if head else name), (tag if sep else "latest")
+        check_tag(reference)
+    check_repository(repository)
+    return repository, reference

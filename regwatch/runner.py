@@ -26,6 +26,7 @@ from prometheus_client.openmetrics import exposition as om
 from prometheus_client.process_collector import ProcessCollector
 
 from regwatch import __version__
+from regwatch.budget import Run, running
 from regwatch.collectors import Job
 
 log = logging.getLogger("regwatch.runner")
@@ -62,7 +63,7 @@ class Exposition:
 class Runner:
     def __init__(self, jobs: list[Job], static: Iterable[Metric] = ()):
         self.jobs = jobs
-        self.states: dict[tuple[str, str], JobState] = {job.key: JobState() for job in jobs}
+        self.states: dict[tuple[str, ...], JobState] = {job.key: JobState() for job in jobs}
         if len(self.states) != len(jobs):
             raise ValueError("two jobs share a target name and collector")
         self._static = list(static) + [_build_info()]
@@ -91,9 +92,10 @@ class Runner:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        for job in self.jobs:
+        contexts = {id(job.context): job.context for job in self.jobs if job.context is not None}
+        for closer in [job.collector.close for job in self.jobs] + [c.close for c in contexts.values()]:
             try:
-                job.collector.close()
+                closer()
             except Exception:  # noqa: BLE001 - closing must not stop the shutdown
                 pass
 
@@ -109,12 +111,20 @@ class Runner:
 
     def pending(self) -> list[str]:
         with self._lock:
-            return [f"{t}/{c}" for (t, c), state in self.states.items() if state.runs == 0]
+            return ["/".join(key) for key, state in self.states.items() if state.runs == 0]
 
     # ------------------------------------------------------------------ running
 
     def _loop(self, job: Job) -> None:
         worker: threading.Thread | None = None
+        if job.kind is None and job.context is not None and any(j.kind and j.context is job.context for j in self.jobs):
+            # A secondary job's first run waits for its target's primary job (which finds a wrong kind or url),
+            # bounded by the primary's own timeout.
+            primary = next(j for j in self.jobs if j.kind and j.context is job.context)
+            wait = time.monotonic() + primary.timeout
+            while not job.context.primary_ran.wait(0.2):
+                if self._stop.is_set() or time.monotonic() > wait:
+                    break
         next_run = time.monotonic()
         while not self._stop.wait(max(0.0, next_run - time.monotonic())):
             started = time.monotonic()
@@ -128,10 +138,14 @@ class Runner:
     def run_once(self, job: Job) -> threading.Thread:
         """Run ``job`` once (waiting at most its timeout) and record the result; returns the worker thread."""
         box: dict[str, object] = {}
+        run = Run(job.budget.deadline, f"{job.target}/{job.collector.name}")
 
         def work() -> None:
             try:
-                box["families"] = list(job.collector.collect())
+                with running(run):
+                    if job.context is not None:
+                        job.context.check(primary=job.kind is not None)
+                    box["families"] = list(job.collector.collect())
             except BaseException as exc:  # noqa: BLE001 - the framework owns failure
                 box["error"] = exc
 
@@ -141,12 +155,14 @@ class Runner:
         worker.join(job.timeout)
         duration = time.monotonic() - started
         if worker.is_alive():
-            self._record(job, None, duration, f"timed out after {job.timeout:g}s")
+            self._record(job, None, duration, f"timed out after {job.timeout:g}s, {run.describe_waiting()}")
         elif "error" in box:
             exc = box["error"]
-            self._record(job, None, duration, _describe_error(exc))
+            self._record(job, None, duration, job.redact(_describe_error(exc)))
         else:
             self._record(job, box["families"], duration, "")  # type: ignore[arg-type]
+        if job.kind is not None and job.context is not None:
+            job.context.primary_ran.set()
         return worker
 
     def _record(self, job: Job, families: list[Metric] | None, duration: float, error: str) -> None:
@@ -181,20 +197,26 @@ class Runner:
         up = GaugeMetricFamily("regwatch_target_up",
                                "1 if the target's API answered the last collection (its primary collector succeeded).",
                                labels=["target", "kind"])
-        success = GaugeMetricFamily("regwatch_collector_success",
-                                    "1 if the collector's last background run succeeded.",
-                                    labels=["target", "collector"])
-        duration = GaugeMetricFamily("regwatch_collector_duration_seconds",
-                                     "Duration of the collector's last background run.",
-                                     labels=["target", "collector"])
-        last = GaugeMetricFamily("regwatch_collector_last_success_timestamp_seconds",
-                                 "Unix time of the collector's last successful run; its metrics date from then.",
-                                 labels=["target", "collector"])
+        per_job: dict[tuple[str, ...], tuple[Metric, Metric, Metric]] = {}
         for job in self.jobs:
             state = self.states[job.key]
-            labels = [job.target, job.collector.name]
             if state.runs == 0:
                 continue
+            extra = tuple(sorted(job.labels))
+            if extra not in per_job:
+                # Jobs that run once per item of a target (probes) carry that item's labels too; one family
+                # per label set, joined under one HELP/TYPE when rendered.
+                names = ["target", "collector", *extra]
+                per_job[extra] = (
+                    GaugeMetricFamily("regwatch_collector_success",
+                                      "1 if the collector's last background run succeeded.", labels=names),
+                    GaugeMetricFamily("regwatch_collector_duration_seconds",
+                                      "Duration of the collector's last background run.", labels=names),
+                    GaugeMetricFamily("regwatch_collector_last_success_timestamp_seconds",
+                                      "Unix time of the collector's last successful run; its metrics date from then.",
+                                      labels=names))
+            success, duration, last = per_job[extra]
+            labels = [job.target, job.collector.name, *(job.labels[k] for k in extra)]
             success.add_metric(labels, 1.0 if state.success else 0.0)
             duration.add_metric(labels, state.duration)
             if state.last_success is not None:
@@ -207,7 +229,10 @@ class Runner:
         reload_time = GaugeMetricFamily("regwatch_config_last_reload_success_timestamp_seconds",
                                         "Unix time of the last successful config load.",
                                         value=self._reload_success_time)
-        return [up, success, duration, last, reload_ok, reload_time]
+        families: list[Metric] = [up]
+        for triple in per_job.values():
+            families.extend(triple)
+        return families + [reload_ok, reload_time]
 
     def _merged(self) -> list[Metric]:
         merged: dict[str, Metric] = {}
@@ -260,7 +285,7 @@ class Runner:
         """Per-job state for the landing page."""
         with self._lock:
             return [
-                {"target": job.target, "collector": job.collector.name, "runs": self.states[job.key].runs,
+                {"target": job.target, "collector": job.collector.name, **job.labels, "runs": self.states[job.key].runs,
                  "success": self.states[job.key].success, "duration_seconds": round(self.states[job.key].duration, 3),
                  "last_success": self.states[job.key].last_success, "last_error": self.states[job.key].last_error}
                 for job in self.jobs
@@ -291,7 +316,7 @@ def _build_info() -> Metric:
 
 
 def _describe_error(exc: BaseException) -> str:
-    text = str(exc) or exc.__class__.__name__
+    text = " ".join((str(exc) or exc.__class__.__name__).split())[:1000]
     if type(exc).__module__.startswith("regwatch") or isinstance(exc, OSError):
         return text
     return f"{exc.__class__.__name__}: {text}"

@@ -65,6 +65,23 @@ def write_config(tmp_path):
     return write
 
 
+def log_events(text: str, msg: str | None = None) -> list[dict[str, str]]:
+    """The logfmt lines regwatch wrote, parsed into their fields (``msg`` selects by message)."""
+    import shlex
+
+    events = []
+    for line in text.splitlines():
+        if not line.startswith("ts="):
+            continue
+        fields = {}
+        for part in shlex.split(line.replace("\\n", "\n"), posix=True):
+            key, _, val = part.partition("=")
+            fields[key] = val
+        if msg is None or fields.get("msg") == msg:
+            events.append(fields)
+    return events
+
+
 def regwatch_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "regwatch", *args]
 

@@ -36,7 +36,7 @@ def test_usage_errors_exit_2(tmp_path):
     config = tmp_path / "c.yml"
     config.write_text("targets: []\n")
     result = runner.invoke(cli, ["serve", "--config", str(config), "--listen", "nowhere"])
-    assert result.exit_code == 2 and "must be HOST:PORT" in result.output
+    assert result.exit_code == 2 and "must be a port or HOST:PORT, e.g. 9732, :9732 or 127.0.0.1:9732" in result.output
 
 
 def test_version():

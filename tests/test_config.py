@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
-
-from regwatch.cli import cli
-from regwatch.config import ConfigError, load_config, parse_config, parse_duration
+from regwatch.config import DISTRIBUTION_MAX_PAGE, ConfigError, TargetConfig, load_config, parse_config, parse_duration
 
 GOOD = {
     "listen": "127.0.0.1:9732",
@@ -31,25 +28,31 @@ def with_target(**fields) -> dict:
     [
         ({"targets": [{"name": "hub", "kind": "distribution", "url": "http://x", "colour": "red"}]},
          "targets[0].colour: unknown key"),
-        ({"tragets": []}, "tragets: unknown key"),
+        ({"tragets": []}, "tragets: unknown key; did you mean targets?"),
         (with_target(interval=30), "targets[0].interval: duration 30 needs a unit, e.g. 30s"),
-        (with_target(interval="30 seconds"), "targets[0].interval: '30 seconds' is not a duration"),
+        (with_target(interval="30 seconds"),
+         "targets[0].interval: '30 seconds' is not a duration; use a number and a unit (ms, s, m, h, d), e.g. 30s"),
         (with_target(timeout="0s"), "targets[0].timeout: duration must be greater than zero"),
-        (with_target(kind="quay"), "targets[0].kind: must be 'distribution', 'harbor', 'nexus' or 'artifactory'"),
-        (with_target(url="ftp://x"), "targets[0].url: must be an http:// or https:// URL"),
-        (with_target(url="https://bob:hunter2@registry"), "targets[0].url: must not contain credentials"),
-        (with_target(page_size="many"), "targets[0].page_size: must be a valid integer"),
-        (with_target(password="hunter2"), "targets[0].password: literal secrets are not allowed; use password_file"),
-        (with_target(tls={"insecure_skip_verify": "perhaps"}), "targets[0].tls.insecure_skip_verify: must be a valid boolean"),
+        (with_target(kind="quay"), "targets[0].kind: must be distribution, harbor, nexus, artifactory or upstream"),
+        (with_target(url="ftp://x"),
+         "targets[0].url: must be an http:// or https:// URL with a host, e.g. https://registry.example.com"),
+        (with_target(url="https://bob:hunter2@registry"),
+         "targets[0].url: must not contain credentials; use username with password_file or password_env"),
+        (with_target(page_size="many"), "targets[0].page_size: must be a whole number, got text"),
+        (with_target(password="hunter2"),
+         "targets[0].password: literal secrets are not allowed; use password_file or password_env"),
+        (with_target(tls={"insecure_skip_verify": "perhaps"}),
+         "targets[0].tls.insecure_skip_verify: must be true or false, got text"),
         ({"targets": [{"kind": "distribution", "url": "http://x"}]}, "targets[0].name: required key is missing"),
-        ({"storage": [{"name": "d", "path": "/x", "interval": "soon"}]}, "storage[0].interval: 'soon' is not a duration"),
-        ({"listen": "nowhere"}, "listen: has characters or a shape that is not allowed here"),
-        ({"targets": {"name": "hub"}}, "targets: must be a valid list"),
+        ({"storage": [{"name": "d", "path": "/x", "interval": "soon"}]},
+         "storage[0].interval: 'soon' is not a duration; use a number and a unit (ms, s, m, h, d), e.g. 30s"),
+        ({"listen": "nowhere"}, "listen: must be a port or HOST:PORT, e.g. 9732, :9732 or 127.0.0.1:9732"),
+        ({"targets": {"name": "hub"}}, "targets: must be a list (one '- ' entry per item), got a mapping"),
         ({"auth_logs": [{"name": "reg"}]}, "auth_logs[0]: set exactly one of path and elasticsearch"),
     ],
 )
 def test_each_mistake_names_its_key(data, expected):
-    assert any(p.startswith(expected) for p in problems_of(data)), problems_of(data)
+    assert problems_of(data) == [expected]
 
 
 def test_duplicate_target_names():
@@ -115,29 +118,69 @@ def test_durations(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-def test_check_config_command(write_config, tmp_path):
-    runner = CliRunner()
-    good = write_config(GOOD)
-    result = runner.invoke(cli, ["check-config", str(good)])
-    assert result.exit_code == 0, result.output
-    assert "OK (1 target(s)" in result.output
-
-    secret = tmp_path / "pw"
-    secret.write_text("hunter2-secret")
-    bad = write_config({"targets": [{"name": "hub", "kind": "distribution", "url": "http://x", "username": "u",
-                                     "password_file": str(secret), "interval": "soon"},
-                                    {"name": "hub", "kind": "distribution", "url": "http://y"}]})
-    result = runner.invoke(cli, ["check-config", str(bad)])
-    assert result.exit_code == 2
-    assert "targets[0].interval: 'soon' is not a duration" in result.output
-    assert "targets[1].name: duplicate name 'hub'" in result.output
-    assert "hunter2-secret" not in result.output
+# --------------------------------------------------------------------------- kinds (issue 13, 17)
 
 
-def test_check_config_never_echoes_a_literal_secret(write_config):
-    bad = write_config({"targets": [{"name": "hub", "kind": "distribution", "url": "http://x",
-                                     "password": "literal-hunter2"}]})
-    result = CliRunner().invoke(cli, ["check-config", str(bad)])
-    assert result.exit_code == 2
-    assert "targets[0].password: literal secrets are not allowed" in result.output
-    assert "literal-hunter2" not in result.output
+@pytest.mark.parametrize("kind, block", [("distribution", "nexus"), ("harbor", "artifactory"), ("nexus", "harbor"),
+                                         ("artifactory", "upstream"), ("upstream", "nexus")])
+def test_an_options_block_on_another_kind_names_the_key_and_its_kind(kind, block):
+    target = {"name": "t", "kind": kind, "url": "http://127.0.0.1:5000", block: {}}
+    if kind == "upstream":
+        target["upstream"] = {"image": "library/alpine:latest"}
+    assert problems_of({"targets": [target]}) == [
+        f"targets[0].{block}: unknown key for kind: {kind} ({block} options belong to kind: {block})"]
+
+
+def test_each_kind_carries_its_own_block_and_the_common_keys():
+    config = parse_config({"targets": [
+        {"name": "d", "kind": "distribution", "url": "http://127.0.0.1:5000"},
+        {"name": "h", "kind": "harbor", "url": "https://harbor.example.com", "harbor": {"skip": ["gc"]}},
+        {"name": "n", "kind": "nexus", "url": "https://nexus.example.com",
+         "nexus": {"docker_connectors": {"docker-hosted": "https://nexus.example.com:8082"}}},
+        {"name": "a", "kind": "artifactory", "url": "https://art.example.com/artifactory",
+         "artifactory": {"docker_repositories": ["docker-local"]}},
+        {"name": "u", "kind": "upstream", "url": "https://registry-1.docker.io",
+         "upstream": {"image": "library/alpine"}}]})
+    d, h, n, a, u = config.targets
+    assert [t.kind for t in config.targets] == ["distribution", "harbor", "nexus", "artifactory", "upstream"]
+    assert all(isinstance(t, TargetConfig) for t in config.targets)
+    assert (d.interval, d.timeout, d.page_size, d.concurrency, d.probes) == (60.0, 10.0, 100, 4, [])
+    assert h.harbor.skip == ["gc"] and not hasattr(d, "harbor")
+    assert n.nexus.docker_connectors == {"docker-hosted": "https://nexus.example.com:8082"}
+    assert a.artifactory.docker_repositories == ["docker-local"]
+    assert (u.upstream.repository, u.upstream.reference) == ("library/alpine", "latest")
+    assert config.target("u") is u
+
+
+def test_an_upstream_target_needs_the_manifest_to_head():
+    target = {"name": "hub", "kind": "upstream", "url": "https://registry-1.docker.io"}
+    assert problems_of({"targets": [target]}) == [
+        "targets[0].upstream: required for kind: upstream: the manifest to HEAD, "
+        "e.g. upstream: {image: library/alpine:latest}"]
+    target["upstream"] = {"image": "Library/Alpine:latest"}
+    assert problems_of({"targets": [target]}) == [
+        "targets[0].upstream.image: 'Library/Alpine' is not a valid repository name (distribution-spec: lower-case "
+        "letters and digits, separated by . _ __ - or /); write the image as repository:tag or repository@digest, "
+        "e.g. library/alpine:3.20"]
+    target["upstream"] = {"image": "library/alpine@sha256:abc"}
+    assert problems_of({"targets": [target]}) == [
+        "targets[0].upstream.image: 'sha256:abc' is not a valid digest (sha256: and 64 hex digits, or sha512: and "
+        "128); write the image as repository:tag or repository@digest, e.g. library/alpine:3.20"]
+
+
+def test_a_target_with_a_wrong_kind_still_gets_its_other_keys_checked():
+    data = {"targets": [{"name": "a", "kind": "harbour", "url": "http://x/", "interval": "soon", "harbor": {},
+                         "colour": 1}]}
+    assert problems_of(data) == [
+        "targets[0].kind: must be distribution, harbor, nexus, artifactory or upstream; did you mean harbor?",
+        "targets[0].interval: 'soon' is not a duration; use a number and a unit (ms, s, m, h, d), e.g. 30s",
+        "targets[0].colour: unknown key"]
+
+
+def test_page_size_default_stays_under_distributions_catalog_limit():
+    # Distribution answers 400 PAGINATION_NUMBER_INVALID above catalog.maxentries (1000 by default).
+    config = parse_config(with_target())
+    assert config.targets[0].page_size <= DISTRIBUTION_MAX_PAGE == 1000
+    # Larger values stay accepted: the client falls back to the registry's limit.
+    assert parse_config(with_target(page_size=5000)).targets[0].page_size == 5000
+    assert problems_of(with_target(page_size=10001)) == ["targets[0].page_size: must be at most 10000"]

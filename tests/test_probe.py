@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from regwatch.credentials import Credentials
 from regwatch.client import RegistryClient
 from regwatch.collectors import build_jobs
 from regwatch.collectors.probes import ProbeCollector
@@ -72,7 +73,7 @@ def two_platforms(registry, registry_client):
 def test_full_probe_reads_every_byte_of_the_chosen_platform(registry, two_platforms):
     index, amd64, arm64 = two_platforms
     prober = Prober()
-    spec = dict(username="alice", password="alice-secret")
+    spec = dict(credentials=Credentials(username="alice", password="alice-secret"))
     result = prober.probe(ProbeSpec(registry.url, "lib/app", "1", **spec))
     assert result.success, result.message
     assert result.manifest_digest == amd64.digest
@@ -96,7 +97,7 @@ def test_full_probe_reads_every_byte_of_the_chosen_platform(registry, two_platfo
 
 def test_manifest_mode_pulls_no_blob_and_byte_limit_stops_a_big_image(registry, two_platforms):
     index, amd64, _ = two_platforms
-    spec = dict(username="alice", password="alice-secret")
+    spec = dict(credentials=Credentials(username="alice", password="alice-secret"))
     cheap = Prober().probe(ProbeSpec(registry.url, "lib/app", "1", mode="manifest", **spec))
     assert cheap.success and cheap.manifest_digest == amd64.digest
     assert cheap.bytes_pulled == len(index.manifest) + len(amd64.manifest)
@@ -200,7 +201,7 @@ def test_a_damaged_layer_is_caught_in_the_blob_phase(registry, registry_client, 
     push_image(registry_client, "lib/app", "1", image)
     proxy = DelayProxy(registry.port, fault=fault, fault_skip=1)  # the config passes, the layer is damaged
     try:
-        result = Prober().probe(ProbeSpec(proxy.url, "lib/app", "1", username="alice", password="alice-secret"))
+        result = Prober().probe(ProbeSpec(proxy.url, "lib/app", "1", credentials=Credentials(username="alice", password="alice-secret")))
         assert (result.success, result.reason, result.failed_phase) == (False, reason, "blob")
         assert proxy.requests["blob"] == 2
     finally:
@@ -224,8 +225,11 @@ def test_the_same_image_direct_and_through_a_pull_through_cache(make_registry):
     mirror = make_registry(proxy={"remoteurl": upstream.url})
     config = parse_config({"targets": [{"name": "hub", "kind": "distribution", "url": upstream.url, "probes": [
         {"image": "lib/app:1"}, {"image": "lib/app:1", "mirror": mirror.url}]}]})
-    direct, via_mirror = (job.collector for job in build_jobs(config) if isinstance(job.collector, ProbeCollector))
-    assert direct.name != via_mirror.name
+    jobs = [job for job in build_jobs(config) if isinstance(job.collector, ProbeCollector)]
+    # Two jobs of one collector, told apart by their labels on the self-metrics (and their keys).
+    assert [job.labels for job in jobs] == [{"image": "lib/app:1"}, {"image": "lib/app:1", "endpoint": mirror.url}]
+    assert len({job.key for job in jobs}) == 2
+    direct, via_mirror = (job.collector for job in jobs)
     exposed = run(via_mirror)
     labels = {"image": "lib/app:1", "endpoint": mirror.url}
     assert value(exposed, "regwatch_probe_success", **labels) == 1, via_mirror.last.message
@@ -240,7 +244,7 @@ def test_the_same_image_direct_and_through_a_pull_through_cache(make_registry):
 
 def test_reused_connections_are_opt_in_and_skip_connection_set_up(registry, registry_client):
     push_image(registry_client, "lib/app", "1", build_image([{"f": b"a"}, {"g": b"b"}]))
-    spec = ProbeSpec(registry.url, "lib/app", "1", username="alice", password="alice-secret")
+    spec = ProbeSpec(registry.url, "lib/app", "1", credentials=Credentials(username="alice", password="alice-secret"))
     cold = Prober()
     assert [cold.probe(spec).connections for _ in range(2)] == [5, 5]  # ping, manifest, config, 2 layers
     warm = Prober(reuse_connections=True)

@@ -95,7 +95,8 @@ def test_serve_runs_probes_and_exposes_valid_metrics(tmp_path, write_config, ser
                                                       ("target", "hub")))] >= 1
     assert samples[("regwatch_probe_pull_duration_seconds_bucket", (("image", "lib/app:1"), ("le", "0.5"),
                                                                    ("target", "hub")))] >= 1
-    assert samples[("regwatch_collector_success", (("collector", "probe:lib/app:1"), ("target", "hub")))] == 1
+    assert samples[("regwatch_collector_success", (("collector", "probe"), ("image", "lib/app:1"),
+                                                   ("target", "hub")))] == 1
     if shutil.which("promtool"):
         check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
         probe_lines = [line for line in (check.stdout + check.stderr).splitlines() if "probe" in line]

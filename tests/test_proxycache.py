@@ -21,6 +21,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from regwatch.client import RegistryClient
+from regwatch.collectors import TargetContext
 from regwatch.collectors.proxycache import ProxyCacheCollector, blob_client_requests, derive
 from regwatch.config import parse_config
 from regwatch.images import build_image, push_image
@@ -128,7 +129,7 @@ def test_scripted_pulls_through_a_real_proxy_are_counted_exactly(upstream_and_pr
 def test_a_registry_that_is_not_a_proxy_exports_no_cache_series(registry, write_config):
     config = parse_config({"targets": [{"name": "hub", "kind": "distribution", "url": registry.url,
                                         "debug_url": registry.debug_url}]})
-    assert list(ProxyCacheCollector(config.targets[0]).collect()) == []
+    assert list(ProxyCacheCollector(TargetContext(config.targets[0])).collect()) == []
 
 
 def test_an_unreachable_debug_address_is_a_collector_failure_not_zeros(registry, write_config, serve):
@@ -151,7 +152,7 @@ def test_counters_reset_with_the_registry_and_never_go_backwards_otherwise(upstr
     _, proxy, images = upstream_and_proxy
     config = parse_config({"targets": [{"name": "mirror", "kind": "distribution", "url": proxy.url,
                                         "debug_url": proxy.debug_url}]})
-    collector = ProxyCacheCollector(config.targets[0])
+    collector = ProxyCacheCollector(TargetContext(config.targets[0]))
     model = Model(proxy)
     model.pull("lib/a", images["lib/a"])
     model.pull("lib/a", images["lib/a"])
@@ -226,9 +227,9 @@ def test_a_long_download_from_the_cache_is_a_hit_while_it_streams(make_registry)
     big = build_image([{"big": random.Random(5).randbytes(24 << 20)}])   # incompressible: fills the socket
     push_image(RegistryClient(upstream.url), "lib/big", "1", big)
     proxy = make_registry(proxy={"remoteurl": upstream.url})
-    collector = ProxyCacheCollector(parse_config({"targets": [{"name": "mirror", "kind": "distribution",
-                                                              "url": proxy.url, "debug_url": proxy.debug_url}]})
-                                    .targets[0])
+    config = parse_config({"targets": [{"name": "mirror", "kind": "distribution", "url": proxy.url,
+                                        "debug_url": proxy.debug_url}]})
+    collector = ProxyCacheCollector(TargetContext(config.targets[0]))
     model = Model(proxy)
     layer = big.layers[0].digest
     model.request("GET", "blob", "lib/big", layer, layer)             # miss: now cached

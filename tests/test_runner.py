@@ -7,6 +7,7 @@ import threading
 
 from prometheus_client.core import GaugeMetricFamily
 
+from regwatch.budget import Budget
 from regwatch.collectors import Collector, Job
 from regwatch.runner import Runner
 from tests.test_serve import value
@@ -41,7 +42,7 @@ class Fine(Collector):
 
 
 def test_raising_collector_is_success_zero_and_a_log_line(caplog):
-    runner = Runner([Job("a", Boom(), 60, 5, kind="distribution"), Job("a", Fine(), 60, 5)])
+    runner = Runner([Job("a", Boom(), 60, Budget.local(5), kind="distribution"), Job("a", Fine(), 60, Budget.local(5))])
     for job in runner.jobs:
         runner.run_once(job)
     text = runner.exposition().decode()
@@ -56,12 +57,12 @@ def test_raising_collector_is_success_zero_and_a_log_line(caplog):
 
 def test_hanging_collector_times_out_and_never_overlaps():
     hang = Hang()
-    job = Job("h", hang, 60, 0.2)
+    job = Job("h", hang, 60, Budget(collection=0.2, grace=0.0))
     runner = Runner([job])
     worker = runner.run_once(job)
     text = runner.exposition().decode()
     assert value(text, "regwatch_collector_success", target="h", collector="hang") == 0
-    assert runner.status()[0]["last_error"] == "timed out after 0.2s"
+    assert runner.status()[0]["last_error"] == "timed out after 0.2s, no request was in flight"
     assert worker.is_alive()
     hang.release.set()
     worker.join(5)
@@ -69,7 +70,7 @@ def test_hanging_collector_times_out_and_never_overlaps():
 
 
 def test_exposition_passes_promtool_lint(tmp_path):
-    runner = Runner([Job("a", Fine(), 60, 5, kind="distribution")])
+    runner = Runner([Job("a", Fine(), 60, Budget.local(5), kind="distribution")])
     runner.run_once(runner.jobs[0])
     out = subprocess.run(["promtool", "check", "metrics"], input=runner.exposition(), capture_output=True)
     assert out.returncode == 0, out.stdout + out.stderr

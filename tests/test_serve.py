@@ -10,9 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from regwatch.images import build_image, push_image
+from tests.conftest import log_events
 from tests.promserver import PrometheusServer
 
 
@@ -84,7 +86,10 @@ def test_wrong_password_is_target_down_not_a_crash(registry, tmp_path, write_con
     assert value(text, "regwatch_target_up", target="hub", kind="distribution") == 0
     assert value(text, "regwatch_collector_success", target="hub", collector="distribution") == 0
     log = proc.log()
-    assert "collector failed" in log and "target=hub" in log and "authentication failed for user alice" in log
+    failed = log_events(log, "collector failed")
+    assert {e["collector"]: e["err"] for e in failed if e["target"] == "hub"} == {
+        "distribution": "target hub: GET /v2/: the registry rejected user alice (from the config) (HTTP 401); "
+                        "check the username and password (or token)"}
     assert "wrong-hunter2" not in log and "wrong-hunter2" not in text
     assert proc.proc.poll() is None  # still serving
 
@@ -138,7 +143,10 @@ def test_slow_target_delays_no_one(registry, password_file, slow_registry, tmp_p
     proc.wait_ready(timeout=10)
     text = proc.metrics()
     assert value(text, "regwatch_target_up", target="slow", kind="distribution") == 0
-    assert "timed out after 2s" in proc.log()
+    port = slow_registry.rsplit(":", 1)[1]
+    errors = {e["err"] for e in log_events(proc.log(), "collector failed") if e["target"] == "slow"}
+    assert errors == {f"target slow: GET /v2/: 127.0.0.1:{port} accepted the connection but did not answer within "
+                      "2s; the registry (or a proxy in front of it) is hung or overloaded"}
 
 
 def test_sigterm_stops_within_two_seconds(registry, password_file, write_config, serve):

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from prometheus_client.metrics_core import Metric
-
+from regwatch.collectors.base import Collector, Job
+from regwatch.collectors.context import Contexts, TargetContext
 from regwatch.config import Config
+
+__all__ = ["COLLECTOR_MODULES", "Collector", "Contexts", "Factory", "Job", "TargetContext", "build_jobs", "factories",
+           "job_factory"]
 
 # Modules that register job factories, imported when jobs are built (not at CLI start-up).
 COLLECTOR_MODULES = [
@@ -36,43 +38,10 @@ COLLECTOR_MODULES = [
 ]
 
 
-class Collector:
-    """Base class for collectors. Subclasses set ``name`` and implement ``collect``."""
-
-    name: str = ""
-
-    def collect(self) -> Iterable[Metric]:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release connections; called once when serve stops."""
-
-
-@dataclass
-class Job:
-    """One collector instance run on its own schedule.
-
-    ``target`` is the value of the ``target`` label on the framework's self-metrics (a
-    target's, volume's or auth source's name). When ``kind`` is set the job is its target's
-    primary job: its success is that target's ``regwatch_target_up``.
-    """
-
-    target: str
-    collector: Collector
-    interval: float
-    timeout: float
-    kind: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.target, self.collector.name)
-
-
 @dataclass(frozen=True)
 class Factory:
     name: str
-    build: Callable[[Config], Iterable[Job]]
+    build: Callable[[Config, Contexts], Iterable[Job]]
     default_enabled: bool = True
     help: str = ""
 
@@ -81,9 +50,10 @@ _FACTORIES: dict[str, Factory] = {}
 
 
 def job_factory(name: str, *, default_enabled: bool = True, help: str = "") -> Callable:
-    """Register ``fn(config) -> Iterable[Job]`` under ``name``."""
+    """Register ``fn(config, contexts) -> Iterable[Job]`` under ``name``; ``contexts`` hands out the one
+    ``TargetContext`` of each target (``contexts.of_kind("nexus")``, ``contexts[name]``)."""
 
-    def register(fn: Callable[[Config], Iterable[Job]]) -> Callable[[Config], Iterable[Job]]:
+    def register(fn: Callable[[Config, Contexts], Iterable[Job]]) -> Callable[[Config, Contexts], Iterable[Job]]:
         _FACTORIES[name] = Factory(name, fn, default_enabled, help or (fn.__doc__ or "").strip().split("\n")[0])
         return fn
 
@@ -96,11 +66,14 @@ def factories() -> dict[str, Factory]:
     return dict(_FACTORIES)
 
 
-def build_jobs(config: Config, enabled: dict[str, bool] | None = None) -> list[Job]:
-    """Every job the config asks for, from every enabled collector."""
+def build_jobs(config: Config, enabled: dict[str, bool] | None = None, *,
+               sleep: Callable[[float], None] | None = None) -> list[Job]:
+    """Every job the config asks for, from every enabled collector. ``sleep`` replaces the clients' backoff
+    waits (tests of failure paths do not sleep through real backoff)."""
     jobs: list[Job] = []
+    contexts = Contexts(config, sleep=sleep)
     for name, factory in sorted(factories().items()):
         on = factory.default_enabled if enabled is None or enabled.get(name) is None else enabled[name]
         if on:
-            jobs.extend(factory.build(config))
+            jobs.extend(factory.build(config, contexts))
     return jobs

@@ -39,10 +39,11 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from regwatch.client import AuthFailed, ProtocolError, RegistryClient
-from regwatch.collectors import Collector, Job, job_factory
-from regwatch.collectors.nexus import MissingFields, docker_totals, gauge, get_json, job_timeouts, storage_families
-from regwatch.config import Config, TargetConfig
+from regwatch.client import AuthFailed, NotFound, ProtocolError, RegistryClient
+from regwatch.collectors import Collector, Contexts, Job, TargetContext, job_factory
+from regwatch.collectors.rest import MissingFields, docker_totals, get_json, storage_families
+from regwatch.config import Config
+from regwatch.families import gauge
 
 UNITS = {"bytes": 1, "b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3, "tb": 1024 ** 4, "pb": 1024 ** 5}
 _SIZE_RE = re.compile(r"^\s*(\d[\d,]*(?:\.\d+)?)\s*([A-Za-z]+)\s*(?:\([^)]*\))?\s*$")
@@ -68,30 +69,24 @@ def parse_count(text: Any) -> float | None:
     return None
 
 
-class ArtifactoryREST:
-    """One client per target with the configured credential, and the advice for a 401."""
+API_KEY_HEADER = "X-JFrog-Art-Api"
 
-    def __init__(self, target: TargetConfig, **kwargs: Any):
-        self.target = target
-        self.client = RegistryClient.for_target(target, **kwargs)
-        api_key = target.secret("api_key")
-        if api_key:
-            self.client.session.headers["X-JFrog-Art-Api"] = api_key
-        self.basic = bool(target.username) and not target.secret("token") and not api_key
-        if target.secret("token"):
-            self.hint = "check token_file/token_env: the access token is expired, revoked or lacks the scope"
-        elif api_key:
-            self.hint = "check api_key_file/api_key_env (JFrog deprecated API keys; prefer an access token)"
-        elif target.username:
-            self.hint = "check username and password_file/password_env of the target"
-        else:
-            self.hint = "set token_file (an access token) or username and password_file: anonymous access is refused"
 
-    def get(self, path: str, forbidden_hint: str = "give the account read permission on it") -> Any:
-        return get_json(self.client, path, self.target, "Artifactory", self.hint, self.basic, forbidden_hint)
+def _auth_hint(ctx: TargetContext) -> str:
+    """The advice for a 401, by the credential the target has."""
+    creds = ctx.credentials
+    if creds.token:
+        return "check token_file/token_env: the access token is expired, revoked or lacks the scope"
+    if creds.api_key:
+        return "check api_key_file/api_key_env (JFrog deprecated API keys; prefer an access token)"
+    if creds.username:
+        return "check username and password_file/password_env of the target"
+    return "set token_file (an access token) or username and password_file: anonymous access is refused"
 
-    def close(self) -> None:
-        self.client.close()
+
+def _client(ctx: TargetContext, endpoint: str = "api", **options: object) -> RegistryClient:
+    # An API key goes in Artifactory's own header; the client sends it only to Artifactory's origin.
+    return ctx.client(endpoint, api_key_header=API_KEY_HEADER, **options)
 
 
 class ArtifactoryCollector(Collector):
@@ -99,35 +94,41 @@ class ArtifactoryCollector(Collector):
 
     name = "artifactory"
 
-    def __init__(self, target: TargetConfig):
-        self.target = target
-        self.api = ArtifactoryREST(target)
+    def __init__(self, ctx: TargetContext):
+        self.ctx = ctx
+        self.target = ctx.target
+        self.client = _client(ctx)
 
     def collect(self) -> Iterable[Metric]:
         try:
-            resp = self.api.client.request("GET", "/api/system/ping", preemptive_basic=self.api.basic)
+            resp = self.client.request("GET", "/api/system/ping", preemptive_basic=True, limit=64 * 1024)
         except AuthFailed:
             raise AuthFailed(f"target {self.target.name}: Artifactory rejected the credentials on GET "
-                             f"/api/system/ping (HTTP 401); {self.api.hint}", status=401) from None
+                             f"/api/system/ping (HTTP 401); {_auth_hint(self.ctx)}", status=401) from None
+        except NotFound:
+            raise self.ctx.wrong_kind(
+                f"target {self.target.name}: no Artifactory API at {self.target.url} (GET /api/system/ping answered "
+                "404); check kind and url (Artifactory's base, …/artifactory)") from None
         if resp.text.strip() != "OK":
-            raise ProtocolError(f"target {self.target.name}: GET /api/system/ping answered {resp.text[:80]!r}, "
-                                "not OK; check that the url is Artifactory's base (…/artifactory)")
+            raise self.ctx.wrong_kind(
+                f"target {self.target.name}: GET /api/system/ping answered {resp.text.strip()[:80]!r}, not OK; "
+                "check kind and url (Artifactory's base, …/artifactory)")
+        self.ctx.right_kind()
         return ()
-
-    def close(self) -> None:
-        self.api.close()
 
 
 class ArtifactoryStorageCollector(Collector):
     name = "artifactory_storage"
 
-    def __init__(self, target: TargetConfig):
-        self.target = target
-        self.api = ArtifactoryREST(target)
+    def __init__(self, ctx: TargetContext):
+        self.ctx = ctx
+        self.target = ctx.target
+        self.client = _client(ctx)
 
     def collect(self) -> Iterable[Metric]:
         name = self.target.name
-        info = self.api.get("/api/storageinfo", "it needs an admin user or an admin-scoped access token")
+        info = get_json(self.client, "/api/storageinfo", self.target, "Artifactory", _auth_hint(self.ctx),
+                        "it needs an admin user or an admin-scoped access token")
         if not isinstance(info, dict):
             raise ProtocolError(f"target {name}: GET /api/storageinfo answered unexpected JSON; "
                                 "check that the url is Artifactory's base (…/artifactory)")
@@ -173,27 +174,23 @@ class ArtifactoryStorageCollector(Collector):
         yield gauge("regwatch_artifactory_repository_files", "Files in the Docker repository.",
                     ["target", "repository"], file_counts)
 
-    def close(self) -> None:
-        self.api.close()
-
 
 class ArtifactoryDockerCollector(Collector):
     name = "artifactory_docker"
 
-    def __init__(self, target: TargetConfig):
-        self.target = target
-        self.api = ArtifactoryREST(target)
-        self.clients: dict[str, RegistryClient] = {}
+    def __init__(self, ctx: TargetContext):
+        self.ctx = ctx
+        self.target = ctx.target
+        self.client = _client(ctx)
 
     def _client(self, repo: str) -> RegistryClient:
-        if repo not in self.clients:
-            self.clients[repo] = ArtifactoryREST(self.target, v2_prefix=f"/api/docker/{repo}/v2").client
-        return self.clients[repo]
+        return _client(self.ctx, f"docker:{repo}", v2_prefix=f"/api/docker/{repo}/v2")
 
     def collect(self) -> Iterable[Metric]:
         repos = list(self.target.artifactory.docker_repositories)
         if not repos:
-            listed = self.api.get("/api/repositories?type=local&packageType=docker")
+            listed = get_json(self.client, "/api/repositories?type=local&packageType=docker", self.target,
+                              "Artifactory", _auth_hint(self.ctx))
             missing = MissingFields(self.target.name)
             for item in listed if isinstance(listed, list) else []:
                 key = missing.get(item, "key", "/api/repositories")
@@ -203,18 +200,10 @@ class ArtifactoryDockerCollector(Collector):
         yield from docker_totals(self.target, {repo: self._client(repo) for repo in sorted(repos)},
                                  "Artifactory Docker repository")
 
-    def close(self) -> None:
-        self.api.close()
-        for client in self.clients.values():
-            client.close()
-
 
 @job_factory("artifactory", help="Ping, storage summary and Docker repositories of Artifactory targets.")
-def artifactory_jobs(config: Config) -> Iterable[Job]:
-    for target in config.targets:
-        if target.kind != "artifactory":
-            continue
-        primary, slow = job_timeouts(target)
-        yield Job(target.name, ArtifactoryCollector(target), target.interval, primary, kind=target.kind)
-        yield Job(target.name, ArtifactoryStorageCollector(target), target.interval, slow)
-        yield Job(target.name, ArtifactoryDockerCollector(target), target.interval, slow)
+def artifactory_jobs(config: Config, contexts: Contexts) -> Iterable[Job]:
+    for ctx in contexts.of_kind("artifactory"):
+        yield ctx.job(ArtifactoryCollector(ctx), primary=True)
+        yield ctx.job(ArtifactoryStorageCollector(ctx))
+        yield ctx.job(ArtifactoryDockerCollector(ctx), collection=ctx.fan_out_budget())

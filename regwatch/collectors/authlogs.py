@@ -29,7 +29,8 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from regwatch.collectors import Collector, Job, job_factory
+from regwatch.budget import Budget
+from regwatch.collectors import Collector, Contexts, Job, job_factory
 from regwatch.config import AuthLogConfig, Config
 from regwatch.logs.follower import Follower
 from regwatch.logs.parsers import REASONS, Parser, Tally, sniff
@@ -197,7 +198,7 @@ class AuthLogCollector(Collector):
 
 
 @job_factory("authlogs", help="Authentication attempts and failures from registry logs or Elasticsearch.")
-def authlog_jobs(config: Config) -> Iterable[Job]:
+def authlog_jobs(config: Config, contexts: Contexts) -> Iterable[Job]:
     for source in config.auth_logs:
         if source.elasticsearch is not None:
             from regwatch.logs.elasticsearch import ElasticsearchCollector
@@ -205,4 +206,4 @@ def authlog_jobs(config: Config) -> Iterable[Job]:
             collector: Collector = ElasticsearchCollector(source)
         else:
             collector = AuthLogCollector(source)
-        yield Job(source.name, collector, source.interval, max(source.interval, 30.0))
+        yield Job(source.name, collector, source.interval, Budget.local(max(source.interval, 30.0)))

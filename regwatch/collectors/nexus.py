@@ -34,16 +34,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 from urllib.parse import quote
 
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from regwatch.client import AuthFailed, Forbidden, NotFound, ProtocolError, RegistryClient
-from regwatch.collectors import Collector, Job, job_factory
-from regwatch.collectors.distribution import DistributionCollector
+from regwatch.client import Forbidden, NotFound, ProtocolError
+from regwatch.collectors import Collector, Contexts, Job, TargetContext, job_factory
+from regwatch.collectors.rest import MissingFields, docker_totals, get_json, storage_families
 from regwatch.config import Config, TargetConfig
+from regwatch.families import gauge
 
 log = logging.getLogger("regwatch.collectors.nexus")
 
@@ -51,93 +50,6 @@ REST = "/service/rest/v1"
 # A blob store reporting at least this much free space has no real limit (Nexus's S3 blob store
 # reports a policy value; Long.MAX_VALUE when none): no capacity or ratio is exported for it.
 UNLIMITED = 2 ** 62
-
-
-class MissingFields:
-    """Collects the fields a documented payload lacked; ``raise_if_any`` fails the run naming them."""
-
-    def __init__(self, target: str):
-        self.target = target
-        self.missing: list[str] = []
-
-    def get(self, obj: Any, key: str, where: str) -> Any:
-        if isinstance(obj, dict) and obj.get(key) is not None:
-            return obj[key]
-        self.missing.append(f"{where}: {key}")
-        return None
-
-    def raise_if_any(self, vendor: str) -> None:
-        if self.missing:
-            raise ProtocolError(
-                f"target {self.target}: the {vendor} answer lacks documented field(s) "
-                f"{'; '.join(self.missing[:5])}{' ...' if len(self.missing) > 5 else ''}: no value exported for "
-                f"them; check that the URL points at {vendor} and its version is supported (docs/nexus-artifactory.md)")
-
-
-def get_json(client: RegistryClient, path: str, target: TargetConfig, vendor: str, auth_hint: str,
-             preemptive_basic: bool, forbidden_hint: str = "give the account read permission on it") -> Any:
-    """GET a REST endpoint; re-raise 401/403 with what to do next."""
-    try:
-        resp = client.request("GET", path, preemptive_basic=preemptive_basic)
-    except AuthFailed:
-        raise AuthFailed(f"target {target.name}: {vendor} rejected the credentials on GET {path} (HTTP 401); "
-                         f"{auth_hint}", status=401) from None
-    except Forbidden as exc:
-        raise Forbidden(f"target {target.name}: {vendor} denied GET {path} (HTTP 403); {forbidden_hint} "
-                        f"({exc})", status=403) from None
-    try:
-        return resp.json()
-    except ValueError:
-        raise ProtocolError(f"target {target.name}: GET {path} did not answer with JSON; check that the "
-                            f"target url points at {vendor}") from None
-
-
-def gauge(name: str, doc: str, labels: list[str], samples: Iterable[tuple[list[str], float]]) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, doc, labels=labels)
-    for values, value in samples:
-        family.add_metric(values, value)
-    return family
-
-
-def storage_families(target: str, stores: list[tuple[str, float | None, float | None, float | None]]
-                     ) -> Iterable[Metric]:
-    """``regwatch_storage_*{target,store}`` from (store, capacity, used, available); None = no sample."""
-    labels = ["target", "store"]
-    yield gauge("regwatch_storage_capacity_bytes", "Capacity of the registry-reported store.", labels,
-                [([target, s], c) for s, c, _, _ in stores if c is not None])
-    yield gauge("regwatch_storage_used_bytes", "Bytes used in the registry-reported store.", labels,
-                [([target, s], u) for s, _, u, _ in stores if u is not None])
-    yield gauge("regwatch_storage_available_bytes", "Bytes still free for the registry-reported store.", labels,
-                [([target, s], a) for s, _, _, a in stores if a is not None])
-    yield gauge("regwatch_storage_used_ratio", "Used share of the registry-reported store's capacity, 0..1.", labels,
-                [([target, s], u / c) for s, c, u, _ in stores if c and u is not None])
-
-
-def docker_totals(target: TargetConfig, clients: dict[str, RegistryClient], where: str) -> Iterable[Metric]:
-    """Repositories and tags over several registry-API endpoints, each read like a Distribution target."""
-    totals = {"regwatch_registry_repositories": 0.0, "regwatch_registry_tags": 0.0}
-    for repo, client in clients.items():
-        reader = DistributionCollector(target, client=client)
-        reader.debug_client = None  # the vendor's debug endpoint is not Distribution's
-        try:
-            for family in reader.collect():
-                if family.name in totals:
-                    totals[family.name] += sum(s.value for s in family.samples)
-        except AuthFailed:
-            raise AuthFailed(f"target {target.name}: the registry API of {where} {repo} rejected the credentials "
-                             f"(HTTP 401); check username and password_file/token_file", status=401) from None
-    yield gauge("regwatch_registry_repositories", "Repositories listed by the registry API's _catalog.",
-                ["target"], [([target.name], totals["regwatch_registry_repositories"])])
-    yield gauge("regwatch_registry_tags", "Tags over all repositories, from tags/list.",
-                ["target"], [([target.name], totals["regwatch_registry_tags"])])
-
-
-def job_timeouts(target: TargetConfig) -> tuple[float, float]:
-    """(primary, secondary) job timeouts: long enough for the client's own timeout, retries and
-    backoff (3 attempts, 0.5 s + 1 s) to end in its error, which names the endpoint, rather than
-    in the runner's bare "timed out"."""
-    one_request = target.timeout * 3 + 2.0
-    return one_request, max(one_request * 2, 30.0)
 
 
 def _auth_hint(target: TargetConfig) -> str:
@@ -151,20 +63,27 @@ class NexusCollector(Collector):
 
     name = "nexus"
 
-    def __init__(self, target: TargetConfig, client: RegistryClient | None = None):
-        self.target = target
-        self.client = client or RegistryClient.for_target(target)
+    def __init__(self, ctx: TargetContext):
+        self.ctx = ctx
+        self.target = ctx.target
+        self.client = ctx.client()
         self._forbidden_logged = False
 
     def collect(self) -> Iterable[Metric]:
         name = self.target.name
-        resp = self.client.request("GET", f"{REST}/status", ok=(200, 503), preemptive_basic=True)
+        try:
+            resp = self.client.request("GET", f"{REST}/status", ok=(200, 503), preemptive_basic=True, limit=64 << 10)
+        except NotFound:
+            raise self.ctx.wrong_kind(
+                f"target {name}: no Nexus REST API at {self.target.url}{REST} (GET {REST}/status answered 404); "
+                "check kind and url (Nexus's base URL, not a Docker connector port)") from None
+        self.ctx.right_kind()
         if resp.status_code == 503:
             raise ProtocolError(f"target {name}: GET {REST}/status answered 503: Nexus reports itself unavailable "
                                 "(starting, or its database/blob stores are down); see Nexus's nexus.log")
         try:
             checks = get_json(self.client, f"{REST}/status/check", self.target, "Nexus", _auth_hint(self.target),
-                              True, "give the user the nx-metrics-all privilege")
+                              "give the user the nx-metrics-all privilege")
         except Forbidden as exc:
             # Nexus is up (status 200) and the login works: a missing privilege is not "target down".
             # No check series at all (not a 0), and one log line until the privilege is granted.
@@ -189,8 +108,6 @@ class NexusCollector(Collector):
         yield gauge("regwatch_nexus_status_check_healthy", "1 if the Nexus status check is healthy.",
                     ["target", "check"], samples)
 
-    def close(self) -> None:
-        self.client.close()
 
 
 class NexusStorageCollector(Collector):
@@ -198,17 +115,17 @@ class NexusStorageCollector(Collector):
 
     name = "nexus_storage"
 
-    def __init__(self, target: TargetConfig, client: RegistryClient | None = None):
-        self.target = target
-        self.client = client or RegistryClient.for_target(target)
+    def __init__(self, ctx: TargetContext):
+        self.target = ctx.target
+        self.client = ctx.client()
 
     def collect(self) -> Iterable[Metric]:
         name = self.target.name
         hint = _auth_hint(self.target)
         missing = MissingFields(name)
-        stores_json = get_json(self.client, f"{REST}/blobstores", self.target, "Nexus", hint, True,
+        stores_json = get_json(self.client, f"{REST}/blobstores", self.target, "Nexus", hint,
                                "give the user the nx-blobstores-read privilege")
-        repos_json = get_json(self.client, f"{REST}/repositories", self.target, "Nexus", hint, True,
+        repos_json = get_json(self.client, f"{REST}/repositories", self.target, "Nexus", hint,
                               "give the user browse/read on the Docker repositories (nx-repository-view-docker-*-*)")
         if not isinstance(stores_json, list) or not isinstance(repos_json, list):
             raise ProtocolError(f"target {name}: {REST}/blobstores or {REST}/repositories did not answer with a "
@@ -262,7 +179,7 @@ class NexusStorageCollector(Collector):
         """httpClient.blocked and online of one Docker proxy (GET /v1/repositories/docker/proxy/<name>, 3.20+)."""
         path = f"{REST}/repositories/docker/proxy/{quote(repo, safe='')}"
         try:
-            item = get_json(self.client, path, self.target, "Nexus", _auth_hint(self.target), True)
+            item = get_json(self.client, path, self.target, "Nexus", _auth_hint(self.target))
         except NotFound:
             log.debug("Nexus has no per-repository settings endpoint (older than 3.20?)",
                       extra={"target": self.target.name, "endpoint": path})
@@ -276,8 +193,6 @@ class NexusStorageCollector(Collector):
             out.append(("online", repo, 1.0 if online else 0.0))
         return out
 
-    def close(self) -> None:
-        self.client.close()
 
 
 class NexusDockerCollector(Collector):
@@ -285,30 +200,20 @@ class NexusDockerCollector(Collector):
 
     name = "nexus_docker"
 
-    def __init__(self, target: TargetConfig):
-        self.target = target
-        self.clients = {repo: RegistryClient.for_target(target, url=url)
-                        for repo, url in sorted(target.nexus.docker_connectors.items())}
+    def __init__(self, ctx: TargetContext):
+        self.target = ctx.target
+        self.clients = {repo: ctx.client(f"docker:{repo}", url=url)
+                        for repo, url in sorted(ctx.target.nexus.docker_connectors.items())}
 
     def collect(self) -> Iterable[Metric]:
         yield from docker_totals(self.target, self.clients, "Nexus Docker connector of")
 
-    def close(self) -> None:
-        for client in self.clients.values():
-            client.close()
-
 
 @job_factory("nexus", help="Status, status checks, blob stores, repositories and Docker counts of Nexus targets.")
-def nexus_jobs(config: Config) -> Iterable[Job]:
-    for target in config.targets:
-        if target.kind != "nexus":
-            continue
-        primary, slow = job_timeouts(target)
-        yield Job(target.name, NexusCollector(target), target.interval, primary, kind=target.kind)
-        yield Job(target.name, NexusStorageCollector(target), target.interval, slow)
-        if target.nexus.docker_connectors:
-            yield Job(target.name, NexusDockerCollector(target), target.interval, slow)
-
-
-__all__ = ["NexusCollector", "NexusStorageCollector", "NexusDockerCollector", "storage_families", "get_json",
-           "MissingFields", "docker_totals", "gauge", "job_timeouts"]
+def nexus_jobs(config: Config, contexts: Contexts) -> Iterable[Job]:
+    for ctx in contexts.of_kind("nexus"):
+        yield ctx.job(NexusCollector(ctx), primary=True)
+        # One call per blob store, repository and proxy: a fan-out on the collection budget.
+        yield ctx.job(NexusStorageCollector(ctx), collection=ctx.fan_out_budget())
+        if ctx.target.nexus.docker_connectors:
+            yield ctx.job(NexusDockerCollector(ctx), collection=ctx.fan_out_budget())

@@ -35,33 +35,33 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from regwatch.collectors import Collector, Job, job_factory
-from regwatch.config import Config, ProbeConfig, TargetConfig
+from regwatch.budget import Budget
+from regwatch.collectors import Collector, Contexts, Job, TargetContext, job_factory
+from regwatch.config import Config, ProbeConfig
 from regwatch.probes import PHASES, REASONS, Prober, ProbeResult, ProbeSpec, split_image
 
 log = logging.getLogger("regwatch.collectors.probes")
 
 # Fine around the 500 ms alert threshold, coarse beyond.
 BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
-# The runner stops waiting this long after the probe's own timeout: the probe reports its timeout itself.
-_JOB_GRACE = 5.0
 
 
 class ProbeCollector(Collector):
-    def __init__(self, target: TargetConfig, probe: ProbeConfig, *, report_tls: bool = True):
+    name = "probe"
+
+    def __init__(self, ctx: TargetContext, probe: ProbeConfig, *, report_tls: bool = True):
+        target = ctx.target
         self.target = target
         self.probe_config = probe
-        self.name = f"probe:{probe.image}" + (f"@{probe.mirror}" if probe.mirror else "")
         self.report_tls = report_tls
         self.endpoint = probe.mirror
         repository, reference = split_image(probe.image)
         self.spec = ProbeSpec(probe.mirror or target.url, repository, reference, mode=probe.mode,
                               platform=probe.platform, max_bytes=probe.max_bytes, timeout=probe.timeout,
-                              username=target.username, password=target.secret("password"),
-                              token=target.secret("token"))
+                              credentials=ctx.credentials, name=target.name)
         self.prober = Prober(ca_file=str(target.tls.ca_file) if target.tls.ca_file else None,
                              insecure_skip_verify=target.tls.insecure_skip_verify,
-                             reuse_connections=probe.reuse_connections)
+                             reuse_connections=probe.reuse_connections, name=f"target {target.name}")
         self._lock = threading.Lock()
         self._buckets = [0] * len(BUCKETS)
         self._sum = 0.0
@@ -151,12 +151,18 @@ def _le(bound: float) -> str:
 
 
 @job_factory("probe", help="Pull-latency probes (targets[].probes[]).")
-def probe_jobs(config: Config) -> Iterable[Job]:
+def probe_jobs(config: Config, contexts: Contexts) -> Iterable[Job]:
     for target in config.targets:
+        if not target.probes:
+            continue
+        ctx = contexts[target.name]
         seen_endpoints: set[str | None] = set()
         for probe in target.probes:
             # One series per endpoint for the certificate: the first probe through it reports it.
             first = probe.mirror not in seen_endpoints
             seen_endpoints.add(probe.mirror)
-            collector = ProbeCollector(target, probe, report_tls=first)
-            yield Job(target.name, collector, probe.interval, probe.timeout + _JOB_GRACE)
+            collector = ProbeCollector(ctx, probe, report_tls=first)
+            labels = dict(zip(collector.label_names[1:], collector.label_values[1:]))
+            # The probe keeps its own deadline (probe.timeout) over all its exchanges; it never retries.
+            yield Job(target.name, collector, probe.interval, Budget.local(probe.timeout), context=ctx,
+                      labels=labels)

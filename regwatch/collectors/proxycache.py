@@ -47,9 +47,9 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from regwatch.client import RegistryClient, RegistryError
-from regwatch.collectors import Collector, Job, job_factory
-from regwatch.config import Config, TargetConfig
+from regwatch.client import RegistryError
+from regwatch.collectors import Collector, Contexts, Job, TargetContext, job_factory
+from regwatch.config import Config
 
 log = logging.getLogger("regwatch.collectors.proxycache")
 
@@ -106,9 +106,9 @@ def derive(expvar: dict, blob_requests: float | None,
 class ProxyCacheCollector(Collector):
     name = "proxycache"
 
-    def __init__(self, target: TargetConfig):
-        self.target = target
-        self.client = RegistryClient(target.debug_url, name=target.name, timeout=target.timeout)
+    def __init__(self, ctx: TargetContext):
+        self.target = ctx.target
+        self.client = ctx.client("debug")
         # Proxy mode is known once the cache has served something; then zeros are true zeros.
         self.active = False
         # Last exported values and the source counters they came from, to keep counters monotonic.
@@ -177,12 +177,9 @@ class ProxyCacheCollector(Collector):
                         "are exported without it)", extra={"target": self.target.name})
         return count
 
-    def close(self) -> None:
-        self.client.close()
-
 
 @job_factory("proxycache", help="Pull-through cache hits and misses of Distribution registries (debug_url).")
-def proxycache_jobs(config: Config) -> Iterable[Job]:
-    for target in config.targets:
-        if target.kind == "distribution" and target.debug_url is not None:
-            yield Job(target.name, ProxyCacheCollector(target), target.interval, target.timeout)
+def proxycache_jobs(config: Config, contexts: Contexts) -> Iterable[Job]:
+    for ctx in contexts.of_kind("distribution"):
+        if ctx.target.debug_url is not None:
+            yield ctx.job(ProxyCacheCollector(ctx))

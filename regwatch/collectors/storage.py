@@ -19,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import psutil
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from regwatch.collectors import Collector, Job, job_factory
+from regwatch.budget import Budget
+from regwatch.collectors import Collector, Contexts, Job, job_factory
 from regwatch.config import Config, StorageConfig
+from regwatch.families import gauge
 
 
 class StorageCollector(Collector):
@@ -49,12 +50,11 @@ class StorageCollector(Collector):
              "Used share of the space usable by the registry, 0..1 (as df's Use%).",
              usage.used / usable if usable else 0.0),
         ):
-            family = GaugeMetricFamily(name, doc, labels=["volume"])
-            family.add_metric(labels, value)
-            yield family
+            yield gauge(name, doc, ["volume"], [(labels, value)])
 
 
 @job_factory("storage", help="Capacity and use of the configured storage volumes.")
-def storage_jobs(config: Config) -> Iterable[Job]:
+def storage_jobs(config: Config, contexts: Contexts) -> Iterable[Job]:
     for volume in config.storage:
-        yield Job(volume.name, StorageCollector(volume), volume.interval, min(volume.interval, 10.0))
+        # statvfs talks to no peer; a hung network mount is what the budget guards against.
+        yield Job(volume.name, StorageCollector(volume), volume.interval, Budget.local(min(volume.interval, 10.0)))

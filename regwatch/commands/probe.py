@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import sys
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
+
+from regwatch.commands.common import NO_CREDENTIALS_URL
 
 from regwatch.config import parse_duration
 
@@ -28,7 +27,7 @@ class _Duration(click.ParamType):
 
 
 @click.command("probe")
-@click.argument("ref")
+@click.argument("ref", type=NO_CREDENTIALS_URL)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Config file: REF may then start with a target's name (hub/library/alpine:3.20), and a target "
                    "whose url matches REF lends its credentials and TLS settings.")
@@ -72,18 +71,23 @@ def probe(ref: str, config_path: str | None, mode: str | None, platform: str | N
         raise click.BadParameter(f"{exc}", param_hint="REF") from None
     if probe_config is not None and probe_config.mirror:
         base_url = probe_config.mirror
-    username, password, token = _credentials(target, base_url)
+    from regwatch.credentials import CredentialsError, resolve
+
+    try:
+        credentials = resolve(base_url, target)
+    except CredentialsError as exc:
+        raise click.UsageError(str(exc)) from None
     spec = ProbeSpec(
         base_url, repository, reference,
         mode=mode or (probe_config.mode if probe_config else "full"),
         platform=platform or (probe_config.platform if probe_config else "linux/amd64"),
         max_bytes=max_bytes or (probe_config.max_bytes if probe_config else 100 * 1024 * 1024),
         timeout=timeout or (probe_config.timeout if probe_config else 10.0),
-        username=username, password=password, token=token)
+        credentials=credentials, name=target.name if target else urlsplit(base_url).netloc)
     if ca_file is None and target is not None and target.tls.ca_file:
         ca_file = str(target.tls.ca_file)
     insecure = insecure or bool(target is not None and target.tls.insecure_skip_verify)
-    prober = Prober(ca_file=ca_file, insecure_skip_verify=insecure)
+    prober = Prober(ca_file=ca_file, insecure_skip_verify=insecure, name=f"probe of {urlsplit(base_url).netloc}")
     try:
         result = prober.probe(spec)
     finally:
@@ -102,50 +106,17 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
-def _credentials(target, base_url: str) -> tuple[str | None, str | None, str | None]:  # noqa: ANN001
-    """Config target, then REGWATCH_USERNAME/REGWATCH_PASSWORD, then the docker config file."""
-    if target is not None and (target.username or target.secret("token")):
-        return target.username, target.secret("password"), target.secret("token")
-    if os.environ.get("REGWATCH_USERNAME"):
-        return os.environ["REGWATCH_USERNAME"], os.environ.get("REGWATCH_PASSWORD", ""), None
-    return (*docker_config_credentials(urlsplit(base_url).netloc), None)
-
-
-def docker_config_credentials(host: str) -> tuple[str | None, str | None]:
-    """Username and password for ``host`` from ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``.
-
-    Only inline ``auths`` entries are read; credential helpers (credsStore/credHelpers) are not run.
-    """
-    folder = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
-    try:
-        data = json.loads((Path(folder) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None, None
-    for key, entry in (data.get("auths") or {}).items():
-        if not isinstance(entry, dict):
-            continue
-        key_host = urlsplit(key).netloc if "://" in key else key.split("/")[0]
-        if key_host != host:
-            continue
-        if entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-                return user, password
-            except (ValueError, UnicodeDecodeError):
-                return None, None
-        if entry.get("username"):
-            return entry["username"], entry.get("password", "")
-    return None, None
-
-
 def _print_table(endpoint: str, image: str, mode: str, result) -> None:  # noqa: ANN001
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from regwatch.probes import PHASES
+    from regwatch.probes.conn import ADDITIVE_PHASES
 
     console = Console()
-    table = Table(title=f"{endpoint}/{image} ({mode})", title_justify="left")
+    # Everything a registry sent (an error message, a digest) is text, never markup.
+    table = Table(title=escape(f"{endpoint}/{image} ({mode})"), title_justify="left")
     table.add_column("phase")
     table.add_column("seconds", justify="right")
     table.add_column("share", justify="right")
@@ -154,7 +125,9 @@ def _print_table(endpoint: str, image: str, mode: str, result) -> None:  # noqa:
     for phase in PHASES:
         seconds = result.phases[phase]
         mark = "[red]failed here[/]" if phase == result.failed_phase else ""
-        table.add_row(phase, f"{seconds:.4f}", f"{100 * seconds / total:.0f}%", mark)
+        # blob_first_byte is part of blob: its share would be counted twice, so the shares add up to 100 %.
+        share = f"{100 * seconds / total:.0f}%" if phase in ADDITIVE_PHASES else "(in blob)"
+        table.add_row(phase, f"{seconds:.4f}", share, mark)
     table.add_row("[bold]total[/]", f"[bold]{result.total_seconds:.4f}[/]", "", "")
     console.print(table)
     size = f"{result.bytes_pulled} bytes over {result.requests} requests, {result.connections} connections"
@@ -168,5 +141,5 @@ def _print_table(endpoint: str, image: str, mode: str, result) -> None:  # noqa:
     if result.success:
         console.print("[green]OK[/]")
     else:
-        console.print(f"[red]FAILED[/] reason={result.reason} phase={result.failed_phase}: {result.message}",
+        console.print(f"[red]FAILED[/] reason={result.reason} phase={result.failed_phase}: {escape(result.message)}",
                       highlight=False)

@@ -7,19 +7,10 @@ import threading
 import click
 
 from regwatch.collectors import build_jobs, factories
-from regwatch.commands.common import load_or_exit
+from regwatch.commands.common import LISTEN, load_or_exit
 from regwatch.config import split_listen
 
 log = logging.getLogger("regwatch.serve")
-
-
-def _listen(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    host, _, port = value.rpartition(":")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise click.BadParameter("must be HOST:PORT, e.g. 127.0.0.1:9732 or :9732")
-    return value
 
 
 def _collector_options(fn):  # noqa: ANN001, ANN202 - decorator
@@ -33,7 +24,7 @@ def _collector_options(fn):  # noqa: ANN001, ANN202 - decorator
 @click.command("serve")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="The regwatch config file (YAML).")
-@click.option("--listen", callback=_listen, help="HOST:PORT to serve on; overrides the config's listen.")
+@click.option("--listen", type=LISTEN, help="PORT or HOST:PORT to serve on; overrides the config's listen.")
 @click.option("--shard", "shard_spec", envvar="REGWATCH_SHARD", metavar="INDEX/COUNT",
               help="Collect only this replica's share of the targets, e.g. 0/3 (env REGWATCH_SHARD).")
 @click.option("--shard-from-hostname", is_flag=True, envvar="REGWATCH_SHARD_FROM_HOSTNAME",
@@ -48,7 +39,9 @@ def serve(config_path: str, listen: str | None, shard_spec: str | None, shard_fr
     from regwatch.server import MetricsServer
 
     shard = _shard(shard_spec, shard_from_hostname, shards)
-    config = load_or_exit(config_path)
+    config = load_or_exit(config_path, watching=True)
+    for warning in config.warnings:
+        log.warning(str(warning))
     enabled = {key.removeprefix("collector_"): value for key, value in switches.items()}
     jobs = _shard_jobs(build_jobs(config, enabled), shard, config)
     host, port = split_listen(listen or config.listen)
@@ -111,7 +104,7 @@ def _reload(config_path: str, enabled: dict, runner, server, shard=None):  # noq
     from regwatch.runner import Runner
 
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, watching=True)
         new = Runner(_shard_jobs(build_jobs(config, enabled), shard, config))
     except ConfigError as exc:
         log.error("config reload failed; keeping the last good config", extra={"err": str(exc)})

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from regwatch.failures import VERIFY_REASONS, classify_connection
+
 # Label values of regwatch_probe_phase_duration_seconds, in the order a pull goes through them.
 # dns/connect/tls are summed over every connection the probe opens; ping..blob are the HTTP exchanges
 # after their connection is up. blob_first_byte is part of blob (the wait before the first layer's body).
@@ -25,34 +27,12 @@ PHASES = ("dns", "connect", "tls", "ping", "auth", "manifest", "config", "blob_f
 ADDITIVE_PHASES = tuple(p for p in PHASES if p != "blob_first_byte")
 
 # Label values of regwatch_probe_failures_total.
+# The connection reasons are the client's (regwatch.failures): one classifier for both.
 REASONS = (
-    "dns", "connect", "timeout", "tls", "tls_unknown_ca", "tls_expired", "tls_hostname",
-    "auth", "auth_unreachable", "forbidden", "not_found", "rate_limited", "server_error", "protocol",
+    "dns", "connect", "timeout", "reset", "tls", "tls_unknown_ca", "tls_expired", "tls_hostname", "tls_not_tls",
+    "auth", "insecure_auth", "auth_unreachable", "forbidden", "not_found", "rate_limited", "server_error", "protocol",
     "platform_not_found", "digest_mismatch", "truncated", "byte_limit",
 )
-
-# OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h) -> reason.
-_VERIFY_REASONS = {
-    10: "tls_expired",        # CERT_HAS_EXPIRED
-    9: "tls_expired",         # CERT_NOT_YET_VALID: a clock or issuance problem, same remedy (reissue)
-    62: "tls_hostname",       # HOSTNAME_MISMATCH
-    64: "tls_hostname",       # IP_ADDRESS_MISMATCH
-    18: "tls_unknown_ca",     # DEPTH_ZERO_SELF_SIGNED_CERT
-    19: "tls_unknown_ca",     # SELF_SIGNED_CERT_IN_CHAIN
-    20: "tls_unknown_ca",     # UNABLE_TO_GET_ISSUER_CERT_LOCALLY
-    21: "tls_unknown_ca",     # UNABLE_TO_VERIFY_LEAF_SIGNATURE
-    2: "tls_unknown_ca",      # UNABLE_TO_GET_ISSUER_CERT
-}
-
-_TLS_ADVICE = {
-    "tls_unknown_ca": "the registry's certificate is not signed by a CA regwatch trusts; "
-                      "set tls.ca_file (or --ca-file) to the CA that signed it",
-    "tls_expired": "the registry's certificate has expired (or is not yet valid); renew it",
-    "tls_hostname": "the registry's certificate does not name this host; use the name it was issued for "
-                    "or reissue it with this name in subjectAltName",
-    "tls": "the TLS handshake failed",
-}
-
 
 class ProbeFailure(Exception):
     """The probe failed: ``reason`` is a bounded label value, ``phase`` where the pull was."""
@@ -104,14 +84,16 @@ def cert_chain_expiry(sock: ssl.SSLSocket) -> float | None:
 class Connector:
     """Opens (and, when ``reuse`` is on, keeps) one HTTP/1.1 connection per scheme, host and port.
 
-    ``cert_host`` is the registry's own host: the earliest certificate expiry seen on connections
-    to it is kept in ``cert_expiry`` (blob-storage hosts reached by redirect are not the registry's).
+    ``cert_origin`` is the registry's own (host, port): the earliest certificate expiry seen on
+    connections to it is kept in ``cert_expiry``. Blob storage reached by a redirect, even on the
+    same host at another port, is not the registry's certificate.
     """
 
-    def __init__(self, context: ssl.SSLContext, *, reuse: bool = False, cert_host: str | None = None):
+    def __init__(self, context: ssl.SSLContext, *, reuse: bool = False,
+                 cert_origin: tuple[str, int] | None = None):
         self.context = context
         self.reuse = reuse
-        self.cert_host = cert_host
+        self.cert_origin = cert_origin
         self.cert_expiry: float | None = None
         self._pool: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
 
@@ -148,14 +130,12 @@ class Connector:
 
     def _open(self, scheme: str, host: str, port: int, timings: Timings, deadline: Deadline,
               phase: str) -> socket.socket:
-        where = f"{host}:{port}"
         started = time.monotonic()
         try:
             # getaddrinfo has no timeout of its own; the resolver's (resolv.conf) applies.
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
-            raise ProbeFailure("dns", f"cannot resolve {host}: {exc.strerror}; check the registry's host name "
-                                      "and this machine's DNS", phase) from None
+            raise ProbeFailure("dns", classify_connection(exc, host, port).message, phase) from None
         finally:
             timings.add("dns", time.monotonic() - started)
         started = time.monotonic()
@@ -176,12 +156,9 @@ class Connector:
         finally:
             timings.add("connect", time.monotonic() - started)
         if sock is None:
-            if isinstance(error, TimeoutError):
-                raise ProbeFailure("timeout", f"no TCP connection to {where} within the probe's timeout; "
-                                              "is a firewall dropping packets?", phase)
-            detail = error.strerror if error is not None and error.strerror else str(error)
-            raise ProbeFailure("connect", f"cannot connect to {where}: {detail}; is the registry (or its "
-                                          "auth server) running and reachable from here?", phase)
+            failure = classify_connection(error or OSError("no address"), host, port, timeout=deadline.seconds)
+            raise ProbeFailure(failure.reason if failure.reason in ("timeout", "connect") else "connect",
+                               failure.message, phase)
         timings.connections += 1
         if scheme != "https":
             return sock
@@ -197,22 +174,22 @@ class Connector:
         except ssl.SSLCertVerificationError as exc:
             timings.add("tls", time.monotonic() - started)
             sock.close()
-            reason = _VERIFY_REASONS.get(exc.verify_code, "tls")
-            if host == self.cert_host:
+            if (host, port) == self.cert_origin:
                 # Verification failed, but the alert on expiry must still see the chain: read it unverified.
                 self._note_expiry(self._unverified_expiry(host, port, deadline, phase))
-            detail = exc.verify_message or exc.reason or str(exc)
-            raise ProbeFailure(reason, f"TLS to {host}:{port}: {detail}; {_TLS_ADVICE[reason]}", phase) from None
+            failure = classify_connection(exc, host, port)
+            raise ProbeFailure(VERIFY_REASONS.get(exc.verify_code, "tls"), failure.message, phase) from None
         except (ssl.SSLError, OSError) as exc:
             timings.add("tls", time.monotonic() - started)
             sock.close()
             if isinstance(exc, TimeoutError):
                 raise ProbeFailure("timeout", f"TLS handshake with {host}:{port} did not finish within the "
                                               "probe's timeout", phase) from None
-            raise ProbeFailure("tls", f"TLS handshake with {host}:{port} failed: {exc}; does the endpoint speak "
-                                      "TLS (https://) at all?", phase) from None
+            failure = classify_connection(exc, host, port)
+            raise ProbeFailure(failure.reason if failure.reason.startswith("tls") else "tls", failure.message,
+                               phase) from None
         timings.add("tls", time.monotonic() - started)
-        if host == self.cert_host:
+        if (host, port) == self.cert_origin:
             self._note_expiry(cert_chain_expiry(tls))
         return tls
 
@@ -230,11 +207,3 @@ class Connector:
                 return cert_chain_expiry(tls)
         except (OSError, ProbeFailure):
             return None
-
-
-def make_context(ca_file: str | None = None, insecure: bool = False) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=ca_file)
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context

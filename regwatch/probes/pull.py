@@ -13,7 +13,6 @@ connection for it (dns, connect, tls) is timed separately, so the phases add up 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import json
@@ -21,10 +20,14 @@ import socket
 import ssl
 import time
 from dataclasses import asdict, dataclass, field
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
-from regwatch.client import INDEX_MEDIA_TYPES, MANIFEST_ACCEPT, USER_AGENT, parse_www_authenticate
-from regwatch.probes.conn import PHASES, Connector, Deadline, ProbeFailure, Timings, make_context
+from regwatch.auth import TOKEN_LIMIT, Authenticator, origin_of, repository_scope
+from regwatch.client import INDEX_MEDIA_TYPES, MANIFEST_ACCEPT, USER_AGENT
+from regwatch.credentials import NONE, Credentials
+from regwatch.failures import RegistryError, classify_connection, status_error
+from regwatch.probes.conn import PHASES, REASONS, Connector, Deadline, ProbeFailure, Timings
+from regwatch.tls import ssl_context, warn_verification_off
 
 _READ_CHUNK = 1 << 20
 _MAX_MANIFEST = 4 << 20  # Distribution's own limit on manifest bodies
@@ -42,9 +45,8 @@ class ProbeSpec:
     platform: str = "linux/amd64"
     max_bytes: int = 100 * 1024 * 1024
     timeout: float = 10.0
-    username: str | None = None
-    password: str | None = None
-    token: str | None = None
+    credentials: Credentials = NONE
+    name: str = ""  # the target's name, for messages
 
     def __repr__(self) -> str:  # never show a credential
         return (f"ProbeSpec(base_url={self.base_url!r}, repository={self.repository!r}, "
@@ -91,8 +93,10 @@ class _Pull:
     connector: Connector
     timings: Timings = field(default_factory=Timings)
     deadline: Deadline | None = None
-    auth_header: str | None = None
+    auth: Authenticator | None = None
+    auth_headers: dict[str, str] = field(default_factory=dict)
     bytes_pulled: int = 0
+    insecure: bool = False
 
 
 class Prober:
@@ -100,8 +104,12 @@ class Prober:
     by default every request opens its own, so connect and TLS are measured as a cold node sees them."""
 
     def __init__(self, *, ca_file: str | None = None, insecure_skip_verify: bool = False,
-                 reuse_connections: bool = False):
-        self.context = make_context(ca_file, insecure_skip_verify)
+                 reuse_connections: bool = False, name: str = "probe"):
+        if insecure_skip_verify:
+            warn_verification_off(name, "set tls.ca_file (or --ca-file) instead of tls.insecure_skip_verify "
+                                        "(or --insecure)")
+        self.context = ssl_context(ca_file, insecure_skip_verify)
+        self.insecure = insecure_skip_verify
         self.reuse = reuse_connections
         self._connector: Connector | None = None
 
@@ -110,11 +118,11 @@ class Prober:
             self._connector.close()
 
     def probe(self, spec: ProbeSpec) -> ProbeResult:
-        host = urlsplit(spec.base_url).hostname
+        _, host, port = origin_of(spec.base_url)
         if self._connector is None or not self.reuse:
-            self._connector = Connector(self.context, reuse=self.reuse, cert_host=host)
+            self._connector = Connector(self.context, reuse=self.reuse, cert_origin=(host, port))
         self._connector.cert_expiry = None
-        pull = _Pull(spec, self._connector, deadline=Deadline(spec.timeout))
+        pull = _Pull(spec, self._connector, deadline=Deadline(spec.timeout), insecure=self.insecure)
         started = time.monotonic()
         result = ProbeResult(False, pull.timings.phases, 0.0, 0)
         try:
@@ -170,57 +178,43 @@ def _run(pull: _Pull, result: ProbeResult) -> None:
 
 
 def _authorize(pull: _Pull) -> None:
+    """Ping, then answer the registry's challenge with the client's own auth code (``regwatch.auth``); the
+    token request is timed as the ``auth`` phase."""
     spec = pull.spec
-    if spec.token:
-        pull.auth_header = f"Bearer {spec.token}"
-    resp = _exchange(pull, "ping", "GET", f"{spec.base_url}/v2/", {})
+    auth = Authenticator(spec.base_url, spec.credentials, name=spec.name or urlsplit(spec.base_url).netloc,
+                         fetch=lambda method, url, headers, form: _token_exchange(pull, method, url, headers, form),
+                         tls_verified=not pull.insecure, cache=False)
+    pull.auth = auth
+    ping = f"{spec.base_url}/v2/"
+    pull.auth_headers = auth.headers_for(ping)
+    resp = _exchange(pull, "ping", "GET", ping, {})
     if resp.status == 200:
         return
     if resp.status != 401:
         raise _status_failure(resp, "ping", f"GET {urlsplit(resp.url).path}")
-    if spec.token:
-        raise ProbeFailure("auth", "the registry rejected the configured token (HTTP 401 on /v2/); "
-                                   "renew the token", "ping")
-    challenge = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
-    if challenge is None:
-        raise ProbeFailure("protocol", "the registry answered 401 without a WWW-Authenticate challenge", "ping")
-    if challenge.scheme == "basic":
-        if spec.username is not None:
-            pull.auth_header = _basic(spec.username, spec.password or "")
-        return
-    if challenge.scheme != "bearer" or not challenge.params.get("realm"):
-        raise ProbeFailure("protocol", f"unsupported auth challenge {challenge.scheme!r}", "ping")
-    params = {"scope": f"repository:{spec.repository}:pull"}
-    if challenge.params.get("service"):
-        params["service"] = challenge.params["service"]
-    realm = challenge.params["realm"]
-    headers = {"Authorization": _basic(spec.username, spec.password or "")} if spec.username is not None else {}
+    if not auth.answer(ping, resp.headers.get("WWW-Authenticate", ""), bool(pull.auth_headers)):
+        raise ProbeFailure("auth", str(auth.rejected(401, f"GET {urlsplit(ping).path}")), "ping")
     try:
-        token_resp = _exchange(pull, "auth", "GET", f"{realm}{'&' if '?' in realm else '?'}{urlencode(params)}",
-                               headers, send_auth=False)
+        pull.auth_headers = auth.headers_for(ping, repository_scope(spec.repository))
+    except RegistryError as exc:
+        raise ProbeFailure(_reason(exc), str(exc), "auth") from None
+
+
+def _token_exchange(pull: _Pull, method: str, url: str, headers: dict[str, str],
+                    form: bytes | None) -> tuple[int, bytes]:
+    try:
+        resp = _exchange(pull, "auth", method, url, headers, send_auth=False, body=form, limit=TOKEN_LIMIT)
     except ProbeFailure as exc:
-        if exc.reason in ("dns", "connect"):
-            raise ProbeFailure("auth_unreachable", f"the token server {_origin(realm)} cannot be reached: {exc}",
+        if exc.reason in ("dns", "connect", "timeout") or exc.reason.startswith("tls"):
+            _, host, port = origin_of(url)
+            raise ProbeFailure("auth_unreachable", f"the token server {host}:{port} cannot be reached: {exc}",
                                "auth") from None
         raise
-    if token_resp.status in (401, 403):
-        who = f"user {spec.username}" if spec.username is not None else "anonymous pulls"
-        raise ProbeFailure("auth", f"the token server refused {who} (HTTP {token_resp.status}); check the "
-                                   "username and password", "auth")
-    if token_resp.status != 200:
-        raise _status_failure(token_resp, "auth", f"token server {_origin(realm)}")
-    try:
-        body = json.loads(token_resp.body)
-        token = body.get("token") or body.get("access_token")
-    except (ValueError, AttributeError):
-        token = None
-    if not token:
-        raise ProbeFailure("protocol", f"the token server {_origin(realm)} answered without a token", "auth")
-    pull.auth_header = f"Bearer {token}"
+    return resp.status, resp.body
 
 
-def _basic(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+def _reason(exc: RegistryError) -> str:
+    return exc.reason if exc.reason in REASONS else "protocol"
 
 
 # --------------------------------------------------------------------------- manifests
@@ -295,18 +289,19 @@ def _fetch_blob(pull: _Pull, digest: str, size: int, phase: str, first_byte_phas
 
 def _exchange(pull: _Pull, phase: str, method: str, url: str, headers: dict[str, str], *, send_auth: bool = True,
               limit: int | None = None, hasher=None, first_byte_phase: str | None = None,  # noqa: ANN001
-              follow_redirects: bool = False) -> _Response:
+              follow_redirects: bool = False, body: bytes | None = None) -> _Response:
     """One request, timed into ``phase`` (connection set-up into dns/connect/tls), body read in full.
 
     With ``hasher`` a 200 body is hashed as it streams and not kept. At most ``limit`` bytes are read.
     Redirects are followed without the registry's Authorization when they leave the registry's host.
     """
-    origin = _origin(pull.spec.base_url)
     started_first = time.monotonic()
     for _ in range(6):
         all_headers = {"User-Agent": USER_AGENT, **headers}
-        if send_auth and pull.auth_header and _origin(url) == origin:
-            all_headers["Authorization"] = pull.auth_header
+        if send_auth and pull.auth is not None and pull.auth.same_origin(url):
+            all_headers.update(pull.auth_headers)
+        if body is not None:
+            all_headers["Content-Length"] = str(len(body))
         if not pull.connector.reuse:
             all_headers["Connection"] = "close"
         conn = pull.connector.get(url, pull.timings, pull.deadline, phase)
@@ -320,7 +315,7 @@ def _exchange(pull: _Pull, phase: str, method: str, url: str, headers: dict[str,
                             skip_accept_encoding=True)
             for key, value in all_headers.items():
                 conn.putheader(key, value)
-            conn.endheaders()
+            conn.endheaders(body)
             resp = conn.getresponse()
             if first_byte_phase and resp.status not in _REDIRECTS:
                 pull.timings.add(first_byte_phase, time.monotonic() - started_first)
@@ -347,12 +342,16 @@ def _exchange(pull: _Pull, phase: str, method: str, url: str, headers: dict[str,
                                           f"{pull.deadline.seconds:g}s timeout", phase) from None
         except (http.client.HTTPException, OSError) as exc:
             pull.timings.add(phase, time.monotonic() - started)
-            if isinstance(exc, ssl.SSLError):
-                raise ProbeFailure("tls", f"{method} {urlsplit(url).path}: TLS error: {exc}", phase) from None
             if isinstance(exc, (http.client.IncompleteRead, http.client.RemoteDisconnected, ConnectionResetError)):
                 raise ProbeFailure("truncated", f"{method} {urlsplit(url).path}: the connection closed before the "
                                                 f"answer was complete ({exc.__class__.__name__})", phase) from None
-            raise ProbeFailure("protocol", f"{method} {urlsplit(url).path}: bad HTTP answer: {exc}", phase) from None
+            if isinstance(exc, (ssl.SSLError, OSError)):
+                _, host, port = origin_of(url)
+                failure = classify_connection(exc, host, port, timeout=pull.deadline.seconds, phase="read")
+                reason = failure.reason if failure.reason in REASONS else "connect"
+                raise ProbeFailure(reason, f"{method} {urlsplit(url).path}: {failure.message}", phase) from None
+            raise ProbeFailure("protocol", f"{method} {urlsplit(url).path}: bad HTTP answer "
+                                           f"({exc.__class__.__name__})", phase) from None
         finally:
             pull.connector.release(url, conn, reusable)
     raise ProbeFailure("protocol", f"more than 5 redirects from {urlsplit(url).path}", phase)
@@ -380,31 +379,9 @@ def _read_body(pull: _Pull, resp: http.client.HTTPResponse, phase: str, limit: i
 
 
 def _status_failure(resp: _Response, phase: str, what: str) -> ProbeFailure:
-    code = resp.status
-    detail = ""
-    try:
-        errors = json.loads(resp.body).get("errors")
-        if errors:
-            detail = ": " + str(errors[0].get("message") or errors[0].get("code"))[:200]
-    except (ValueError, AttributeError, TypeError):
-        pass
-    message = f"{what}: HTTP {code}{detail}"
-    if code == 401:
-        return ProbeFailure("auth", message + "; check the username and password", phase)
-    if code == 403:
-        return ProbeFailure("forbidden", message + "; the account may not pull this repository", phase)
-    if code == 404:
-        return ProbeFailure("not_found", message, phase)
-    if code == 429:
-        return ProbeFailure("rate_limited", message + "; the registry is rate-limiting this client", phase)
-    if code >= 500:
-        return ProbeFailure("server_error", message + "; look at the registry's logs", phase)
-    return ProbeFailure("protocol", message, phase)
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    """The probe's failure for an unexpected status: the same mapping (and words) as the client's."""
+    error = status_error(resp.status, what, resp.body)
+    return ProbeFailure(_reason(error), str(error), phase)
 
 
 __all__ = ["PHASES", "ProbeFailure", "ProbeResult", "ProbeSpec", "Prober"]

@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 
+from regwatch.oci import BadName
+from regwatch.oci import split_image as oci_split_image
+
 DOCKER_HUB = "https://registry-1.docker.io"
-_REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
 class BadReference(ValueError):
     pass
 
@@ -32,21 +29,10 @@ class ImageRef:
 
 def split_image(image: str) -> tuple[str, str]:
     """``repo:tag`` / ``repo@digest`` / ``repo`` -> (repository, tag or digest); ``latest`` when none is given."""
-    if "@" in image:
-        repo, _, digest = image.partition("@")
-        if not _DIGEST_RE.match(digest):
-            raise BadReference(f"{digest!r} is not a sha256 digest (sha256: and 64 hex digits)")
-        reference = digest
-    else:
-        head, _, last = image.rpartition("/")
-        name, sep, tag = last.partition(":")
-        repo = f"{head}/{name}" if head else name
-        reference = tag if sep else "latest"
-        if not _TAG_RE.match(reference):
-            raise BadReference(f"{reference!r} is not a valid tag")
-    if not _REPO_RE.match(repo):
-        raise BadReference(f"{repo!r} is not a valid repository name (lower-case letters, digits, . _ - and /)")
-    return repo, reference
+    try:
+        return oci_split_image(image)
+    except BadName as exc:
+        raise BadReference(str(exc)) from None
 
 
 def _is_loopback(host: str) -> bool:

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from prometheus_client.metrics_core import Metric
 
 from regwatch.client import AuthFailed
-from regwatch.collectors import Collector, Job, job_factory
+from regwatch.collectors import Collector, Contexts, Job, TargetContext, job_factory
 from regwatch.collectors.harbor.api import HarborAPI, HarborGroup, gauge
 from regwatch.collectors.harbor.audit import AuditGroup
 from regwatch.collectors.harbor.gc import GCGroup
@@ -73,20 +73,19 @@ class HarborCollector(Collector):
         self.api.close()
 
 
-def harbor_jobs_for(target: TargetConfig, api: HarborAPI | None = None) -> list[Job]:
-    api = api or HarborAPI(target)
-    timeout = target.harbor.collection_timeout
-    jobs = [Job(target.name, HarborCollector(api), target.interval, max(target.timeout * 3, 30.0), kind=target.kind)]
+def harbor_jobs_for(target: TargetConfig, api: HarborAPI | None = None, ctx: TargetContext | None = None) -> list[Job]:
+    ctx = ctx or TargetContext(target)
+    api = api or HarborAPI(target, ctx.client())
+    jobs = [ctx.job(HarborCollector(api), primary=True)]
     for group in GROUPS:
         if group.group in target.harbor.skip:
             continue
         interval = target.harbor.detail_interval if group.group in DETAIL_GROUPS else target.interval
-        jobs.append(Job(target.name, group(api), interval, timeout))
+        jobs.append(ctx.job(group(api), interval=interval, collection=target.harbor.collection_timeout))
     return jobs
 
 
 @job_factory("harbor", help="Harbor health, storage, projects, replication, GC, scans, jobservice, robots, audit.")
-def harbor_jobs(config: Config) -> Iterable[Job]:
-    for target in config.targets:
-        if target.kind == "harbor":
-            yield from harbor_jobs_for(target)
+def harbor_jobs(config: Config, contexts: Contexts) -> Iterable[Job]:
+    for ctx in contexts.of_kind("harbor"):
+        yield from harbor_jobs_for(ctx.target, ctx=ctx)

@@ -17,13 +17,13 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote, urljoin
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from regwatch.budget import ContextPool
 from regwatch.client import (AuthFailed, Forbidden, NotFound, ProtocolError, RateLimited, RegistryClient,
                              RegistryError, ServerError, Unreachable)
 from regwatch.collectors import Collector
@@ -74,7 +74,7 @@ def gauge(name: str, doc: str, labels: list[str], rows: Iterable[tuple[list[str]
 class HarborAPI:
     def __init__(self, target: TargetConfig, client: RegistryClient | None = None):
         self.target = target
-        self.client = client or RegistryClient.for_target(target, retries=2, backoff=1.0)
+        self.client = client or RegistryClient.for_target(target)
         self._slots = threading.BoundedSemaphore(target.concurrency)
         self._lock = threading.Lock()
         self._collected: dict[str, bool] = {}
@@ -155,7 +155,7 @@ class HarborAPI:
             if pages <= 1 or len(items) < PAGE_SIZE:
                 return
             rest = [dict(query, page=n) for n in range(2, pages + 1)]
-            with ThreadPoolExecutor(max_workers=self.target.concurrency,
+            with ContextPool(max_workers=self.target.concurrency,
                                     thread_name_prefix=f"harbor-{self.target.name}") as pool:
                 # Submit a window at a time so a huge listing does not hold every page in memory.
                 window = self.target.concurrency * 2
