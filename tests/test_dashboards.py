@@ -179,7 +179,8 @@ def test_thresholds_are_drawn_at_the_alert_values_and_follow_the_options():
         assert green(harbor, "Time until the next scheduled run") == -{"1h": 3600, "15m": 900}[options.schedule_grace]
         assert green(harbor, "Proxy-cache hit ratio per project") == options.cache_hit_ratio_threshold
         assert green(target, "Upstream pull limit left") == options.upstream_ratelimit_threshold
-        assert red(drill, "Since the last successful backup") == {"26h": 26, "8h": 8}[options.drill_backup_max_age] * 3600
+        backup_hours = {"26h": 26, "8h": 8}[options.drill_backup_max_age]
+        assert red(drill, "Since the last successful backup") == backup_hours * 3600
         assert red(drill, "Data age at the last backup (RPO)") == red(drill, "Since the last successful backup")
         assert green(drill, "Tags covered (in the store and verified)") == options.drill_coverage_threshold
         assert red(rendered["regwatch-auth.json"], "Failure ratio") == options.auth_failure_threshold
@@ -225,7 +226,8 @@ AWAITED = {
     "regwatch_upstream_ratelimit_limit", "regwatch_upstream_ratelimit_remaining",
     "regwatch_upstream_ratelimit_window_seconds",
     "regwatch_harbor_schedule_next_run_timestamp_seconds", "regwatch_harbor_schedule_last_run_success",
-    "regwatch_harbor_schedule_last_run_start_timestamp_seconds", "regwatch_harbor_schedule_last_run_end_timestamp_seconds",
+    "regwatch_harbor_schedule_last_run_start_timestamp_seconds",
+    "regwatch_harbor_schedule_last_run_end_timestamp_seconds",
     "regwatch_harbor_gc_last_freed_bytes", "regwatch_harbor_gc_last_purged_blobs",
     "regwatch_harbor_gc_last_purged_manifests", "regwatch_harbor_retention_last_execution_success",
     "regwatch_harbor_preheat_last_execution_success",

@@ -487,9 +487,10 @@ def _time_relative(alert: Alert, o: AlertOptions, *, good_offset: float, bad_off
     """Rewrite a gauge alert's cases for a timestamp metric compared with time().
 
     The series hold ``eval time + offset`` (promtool's clock starts at 0), so the alert's
-    value is the offset (an expiry) or minus it (an age) at the evaluation instant. ``edge_offset``
-    is the offset at which the condition just holds (negative for an age): the blip case crosses it 3 minutes in, is evaluated
-    before `for:` has passed, and then turns good (a fresh timestamp).
+    value is the offset (an expiry) or minus it (an age) at the evaluation instant.
+    ``edge_offset`` is the offset at which the condition just holds (negative for an age): the
+    blip case crosses it 3 minutes in, is evaluated before `for:` has passed, and then turns
+    good (a fresh timestamp).
     """
     fire = alert.fire
     name = next(iter(fire.series))
@@ -950,8 +951,8 @@ def _never_passed(o: AlertOptions, store: dict[str, str]) -> Alert:
     return Alert(name, "warning", for_, expr,
                  "The DR store {{ $labels.store }} is backed up but has never passed a full drill.",
                  "{{ $labels.store }} has had backups for at least " + humanize_duration(for_seconds(for_)) +
-                 " but no full drill (backup, restore into a scratch registry, verify) has ever passed on it: nobody knows "
-                 "whether it restores. Run `regwatch drill --source ... --dest ... --store` on it.", fire, silent)
+                 " but no full drill (backup, restore into a scratch registry, verify) has ever passed on it: "
+                 "nobody knows whether it restores. Run `regwatch drill --source ... --dest ... --store` on it.", fire, silent)
 
 
 def _cache_hit_ratio(o: AlertOptions) -> Alert:

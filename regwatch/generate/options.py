@@ -80,7 +80,8 @@ class Matcher:
         return bool(re.fullmatch(self.value, value)) == (self.op == "=~")
 
 
-_MATCHER = re.compile(r"""\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*""")
+_MATCHER = re.compile(r"""\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"""
+                      r"""("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*""")
 _ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f",
             "v": "\v"}
 
@@ -164,9 +165,10 @@ class AlertOptions:
     gc_max_age: str = _opt("8d", "HarborGarbageCollectionNotRun: time since the last successful GC.", "duration")
     scan_all_stuck_for: str = _opt("2h", "HarborScanAllStuck: a running scan-all with no finished scan this long.",
                                    "duration")
-    schedule_grace: str = _opt("1h", "HarborScheduledJobMissed: how late a scheduled job may start. Longer than a "
-                                     "busy job service's queue wait, shorter than the shortest preset period "
-                                     "(Hourly), so one missed run of any schedule fires.", "duration")
+    schedule_grace: str = _opt("1h", "HarborScheduledJobMissed: how late a scheduled job may start. Room for a busy "
+                                     "job service's queue (scan-all and replication share its workers); at most "
+                                     "the shortest preset period (Hourly), so a daily job fires an hour after "
+                                     "its missed run and an hourly one when its second run is due.", "duration")
     drill_max_age: str = _opt("26h", "RegistryDrillTooOld: time since the last passing full drill (backup, "
                                      "restore, verify in one run).", "duration")
     drill_backup_max_age: str = _opt("26h", "RegistryDrillBackupTooOld: time since the last successful backup "
