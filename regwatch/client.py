@@ -28,6 +28,7 @@ import heapq
 import itertools
 import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -214,32 +215,36 @@ def _number_and_window(value: str | None) -> tuple[float | None, float | None]:
     """``76;w=21600`` -> (76.0, 21600.0); ``76`` -> (76.0, None)."""
     if not value:
         return None, None
-    head, *params = value.split(";")
-    try:
-        number = float(head.strip().split(",")[0])
-    except ValueError:
-        return None, None
+    head, *params = value[:200].split(";")
+    number = _finite(head.strip().split(",")[0])
     window = None
     for param in params:
         key, _, val = param.strip().partition("=")
         if key.strip().lower() == "w":
-            try:
-                window = float(val)
-            except ValueError:
-                pass
+            window = _finite(val)
     return number, window
+
+
+def _finite(text: str) -> float | None:
+    """A count or a number of seconds as a peer sends it: finite and not negative, else None."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def parse_ratelimit(headers: Any) -> RateLimit | None:
     limit, window = _number_and_window(headers.get("RateLimit-Limit"))
     remaining, window2 = _number_and_window(headers.get("RateLimit-Remaining"))
-    if limit is None and remaining is None:
+    window = window if window is not None else window2
+    if limit is None and remaining is None and window is None:
         return None
     reset, _ = _number_and_window(headers.get("RateLimit-Reset"))
     source = headers.get("Docker-RateLimit-Source")
     if source is not None:
         source = source.strip()[:100]
-    return RateLimit(limit, remaining, window or window2, reset, source or None, time.monotonic())
+    return RateLimit(limit, remaining, window, reset, source or None, time.monotonic())
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -655,24 +660,32 @@ class RegistryClient:
 
     def _page(self, url: str, params: dict | None, scope: str | None, preemptive_basic: bool,
               headers: dict[str, str] | None) -> requests.Response:
-        """One page; a 400 PAGINATION_NUMBER_INVALID (n above the registry's maximum) is retried with the
-        registry's maximum, remembered for the endpoint."""
+        """One page. A 400 PAGINATION_NUMBER_INVALID (n above the registry's catalog.maxentries or tags.maxtags)
+        is retried with 1000 (Distribution's default maximum), then with half as many until the registry accepts
+        it; the accepted size is remembered for the endpoint."""
         endpoint = urlsplit(url).path.rsplit("/", 1)[-1]
         if params and "n" in params and endpoint in self.page_limit:
             params = dict(params, n=min(int(params["n"]), self.page_limit[endpoint]))
-        try:
-            return self.request("GET", url, params=params, scope=scope, preemptive_basic=preemptive_basic,
-                                headers=headers)
-        except ProtocolError as exc:
-            if exc.status != 400 or not params or "n" not in params or int(params["n"]) <= DISTRIBUTION_MAX_PAGE:
-                raise
-            if exc.code != "PAGINATION_NUMBER_INVALID":
-                raise
-            self.page_limit[endpoint] = DISTRIBUTION_MAX_PAGE
-            log.info("registry refuses the page size; using its maximum", extra={
-                "target": self.name, "endpoint": endpoint, "asked": params["n"], "using": DISTRIBUTION_MAX_PAGE})
-            return self.request("GET", url, params=dict(params, n=DISTRIBUTION_MAX_PAGE), scope=scope,
-                                preemptive_basic=preemptive_basic, headers=headers)
+        asked = int(params["n"]) if params and "n" in params else None
+        size = asked
+        while True:
+            try:
+                resp = self.request("GET", url, params=params if size is None else dict(params, n=size),
+                                    scope=scope, preemptive_basic=preemptive_basic, headers=headers)
+            except ProtocolError as exc:
+                if exc.status != 400 or exc.code != "PAGINATION_NUMBER_INVALID" or size is None:
+                    raise
+                smaller = DISTRIBUTION_MAX_PAGE if size > DISTRIBUTION_MAX_PAGE else size // 2
+                if smaller < 1:
+                    raise ProtocolError(f"{exc}; the registry refuses every page size down to 1: check its "
+                                        "catalog.maxentries / tags.maxtags", status=400, code=exc.code) from None
+                size = smaller
+                continue
+            if size != asked:
+                self.page_limit[endpoint] = size
+                log.info("registry refuses the page size; using what it accepts", extra={
+                    "target": self.name, "endpoint": endpoint, "asked": asked, "using": size})
+            return resp
 
     def get_json(self, path: str, *, scope: str | None = None, params: dict | None = None,
                  headers: dict[str, str] | None = None, preemptive_basic: bool = False, limit: int = JSON_LIMIT,

@@ -133,11 +133,17 @@ def test_the_real_2_8_2_counts_1200_repositories_exactly_with_page_size_5000(tmp
     assert len(refused) == 1, "2.8.2 no longer refuses n above 1000: the fallback is not exercised"
 
 
-@pytest.mark.xfail(strict=True, reason="client: the PAGINATION_NUMBER_INVALID fallback is fixed at 1000; a registry "
-                                       "whose maxentries is lower refuses that too (see the dist3 report)")
 def test_a_registry_whose_maximum_is_below_1000_is_still_listed(storage):
     with Distribution3(storage=storage.root, maxentries=500) as v3, RegistryClient(v3.url, name="reg") as client:
         assert len(list(client.catalog(5000))) == 2500
+        # 5000, then 1000, then 500 accepted and remembered: later pages ask for 500 at once.
+        assert client.page_limit["_catalog"] == 500
+
+
+def test_the_default_page_size_is_halved_until_accepted(storage):
+    with Distribution3(storage=storage.root, maxentries=50) as v3, RegistryClient(v3.url, name="reg") as client:
+        assert len(list(client.catalog(100))) == 2500
+        assert client.page_limit["_catalog"] == 50
 
 
 

@@ -35,6 +35,7 @@ COLLECTOR_MODULES = [
     "regwatch.collectors.nexus",
     "regwatch.collectors.artifactory",
     "regwatch.collectors.proxycache",
+    "regwatch.collectors.upstream",
 ]
 
 

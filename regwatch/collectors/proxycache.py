@@ -69,10 +69,6 @@ from regwatch.collectors import Collector, Contexts, Job, TargetContext, job_fac
 from regwatch.config import Config
 from regwatch.families import counter, gauge
 
-# Registers the upstream collector's job factory until regwatch.collectors.COLLECTOR_MODULES lists
-# "regwatch.collectors.upstream" (the lead's file); then this line goes.
-from regwatch.collectors import upstream as _upstream  # noqa: E402,F401
-
 log = logging.getLogger("regwatch.collectors.proxycache")
 
 OBJECTS = ("blob", "manifest")
