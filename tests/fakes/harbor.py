@@ -527,6 +527,9 @@ class FakeHarbor:
     def get_replication_executions(self, role, q):
         pid = int(q.get("policy_id", ["0"])[0] or 0)
         runs = [e for p, es in self.executions.items() if not pid or p == pid for e in es]
+        for key in ("trigger", "status"):  # the swagger's filters of /replication/executions
+            if q.get(key, [""])[0]:
+                runs = [e for e in runs if e[key] == q[key][0]]
         runs.sort(key=lambda e: e["start_time"], reverse=q.get("sort", ["-start_time"])[0].startswith("-"))
         return (lambda a, b: runs[a:b]), len(runs)
 
