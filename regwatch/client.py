@@ -206,6 +206,10 @@ class RateLimit:
     at: float            # monotonic time of the response
 
 
+def _count(value: float | None) -> str:
+    return "?" if value is None else f"{value:g}"
+
+
 def _number_and_window(value: str | None) -> tuple[float | None, float | None]:
     """``76;w=21600`` -> (76.0, 21600.0); ``76`` -> (76.0, None)."""
     if not value:
@@ -321,6 +325,8 @@ class RegistryClient:
         self.max_rps = max_rps
         self.max_pages = max_pages
         self.page_limit: dict[str, int] = {}
+        # Names a catalog or tags list offered that the distribution-spec grammar refuses (first 100), for reports.
+        self.refused_names: list[str] = []
         self.last_ratelimit: RateLimit | None = None
         self._pace_lock = threading.Lock()
         self._next_slot = 0.0
@@ -410,10 +416,15 @@ class RegistryClient:
         if wait > 0:
             run = current_run()
             remaining = run.remaining() if run is not None else None
-            if remaining is not None and wait > remaining:
-                raise RateLimited(f"target {self.name}: pacing requests to stay within the registry's rate limit "
-                                  f"(remaining {rl.remaining if rl else '?'}) needs {wait:.0f}s, more than the "
-                                  f"{remaining:.0f}s left of this run", status=None)
+            room = min(x for x in (remaining, self.budget.retry_after_cap) if x is not None)
+            if wait > room:
+                with self._pace_lock:
+                    self._next_slot -= interval  # this request does not take its slot
+                left = rl.reset if rl is not None and rl.reset is not None else wait
+                raise RateLimited(f"target {self.name}: staying within the registry's rate limit (remaining "
+                                  f"{_count(rl.remaining if rl else None)}) needs a {wait:.0f}s wait before the next "
+                                  f"request, longer than regwatch waits ({room:.0f}s); the limit resets in about "
+                                  f"{left:.0f}s", status=None, reset_at=time.time() + left)
             self.budget.sleep(wait)
 
     def _exchange(self, method: str, url: str, headers: dict[str, str], *, data: Any = None,
@@ -449,6 +460,9 @@ class RegistryClient:
         except requests.exceptions.RequestException as exc:
             guard.finish()
             raise self._connection_error(exc, method, url, guard, timeout) from None
+        except BaseException:
+            guard.finish()  # e.g. a request body (a file being uploaded) that raised while it was read
+            raise
         finally:
             _local.guard = None
         resp._regwatch_guard = guard  # type: ignore[attr-defined]
@@ -692,8 +706,7 @@ class RegistryClient:
                 raise ProtocolError(f"target {self.name}: _catalog's repositories is not a list")
             for repo in names:
                 if not is_repository(repo):
-                    log.warning("registry listed an invalid repository name; skipped",
-                                extra={"target": self.name, "repository": repr(repo)[:80]})
+                    self._refuse(f"repository {repr(repo)[:80]}")
                     continue
                 yield repo
 
@@ -705,8 +718,18 @@ class RegistryClient:
             tags = _json_object(resp, self.name).get("tags") or []
             if not isinstance(tags, list):
                 raise ProtocolError(f"target {self.name}: tags/list of {repo} is not a list")
-            out.extend(t for t in tags if is_tag(t))
+            for tag in tags:
+                if is_tag(tag):
+                    out.append(tag)
+                else:
+                    self._refuse(f"tag {repr(tag)[:80]} of {repo}")
         return out
+
+    def _refuse(self, what: str) -> None:
+        log.warning("registry listed a name the distribution-spec does not allow; skipped",
+                    extra={"target": self.name, "skipped": what})
+        if len(self.refused_names) < 100:
+            self.refused_names.append(what)
 
     def get_manifest(self, repo: str, ref: str, accept: str = MANIFEST_ACCEPT) -> Manifest:
         from regwatch.digest import sha256_digest

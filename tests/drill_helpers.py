@@ -90,3 +90,47 @@ BLOB_GET = re.compile(r'"GET /v2/[^ ]+/blobs/(sha256:[0-9a-f]{64}) ')
 def blob_gets(log_path: Path) -> list[str]:
     """Digests of blob GETs in a docker-registry access log (its own independent record)."""
     return BLOB_GET.findall(log_path.read_text(errors="replace"))
+
+
+def open_url(url: str, **kwargs):  # noqa: ANN201 - a regwatch.drill.common.Registry
+    """The drill's own handle on a registry given by URL (what `regwatch drill --source URL` opens)."""
+    from regwatch.drill.common import open_registry
+
+    return open_registry(url, None, **kwargs)
+
+
+def report_of(directory: Path) -> dict:
+    return json.loads((Path(directory) / "report.json").read_text())
+
+
+def rows(report: dict) -> dict[str, dict]:
+    """The report's per-image rows by repository:tag."""
+    return {r["image"]: r for r in report["images"]}
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample of a Prometheus exposition (parsed, not searched), or None if absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
+
+
+def push_artifact(client: RegistryClient, repo: str, subject_digest: str, subject_size: int, artifact_type: str,
+                  payload: bytes) -> tuple[str, bytes]:
+    """An OCI 1.1 artifact (image-spec "artifacts guidance": empty config, one layer, ``artifactType``,
+    ``subject``) pushed by digest only, so it is found through the referrers API and nothing else.
+    Returns (digest, manifest body)."""
+    empty = Blob(b"{}", "application/vnd.oci.empty.v1+json")
+    layer = Blob(payload, artifact_type)
+    for blob in (empty, layer):
+        client.push_blob(repo, blob.digest, blob.data, len(blob.data))
+    body = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST, "artifactType": artifact_type,
+                       "config": empty.descriptor(), "layers": [layer.descriptor()],
+                       "subject": {"mediaType": MEDIA_OCI_MANIFEST, "digest": subject_digest, "size": subject_size},
+                       "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"}}).encode()
+    client.put_manifest(repo, sha256_digest(body), body, MEDIA_OCI_MANIFEST)
+    return sha256_digest(body), body

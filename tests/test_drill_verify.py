@@ -12,9 +12,9 @@ import pytest
 from regwatch.client import RegistryClient
 from regwatch.digest import sha256_digest
 from regwatch.drill.backup import backup
-from regwatch.drill.store import Store, entry_repo_tag
+from regwatch.drill.store import Store
 from regwatch.images import build_image, push_image, tar_layer
-from tests.drill_helpers import populate, run_drill
+from tests.drill_helpers import open_url, populate, run_drill
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +29,16 @@ def stores(tmp_path_factory):
         wrong = sha256_digest(tar_layer({"y": b"not this layer"}))
         push_image(client, "bad", "1", build_image([files], diff_ids=[wrong]))
         clean, bad = Store(work / "clean", create=True), Store(work / "bad", create=True)
-        assert backup(client, clean, ["app", "multi"]).ok
-        assert backup(client, bad, ["bad"]).ok  # the registry serves it happily: only verify can tell
+        assert backup(open_url(reg.url), clean, ["app", "multi"]).ok
+        assert backup(open_url(reg.url), bad, ["bad"]).ok  # the registry serves it happily: only verify can tell
     return clean, bad
 
 
 def manifest_of(store: Store, ref: str) -> tuple[dict, dict]:
-    for desc in store.read_index():
-        if "{}:{}".format(*entry_repo_tag(desc)) == ref:
-            return desc, json.loads(store.read_blob(desc["digest"]))
+    entries, _ = store.entries()
+    for entry in entries:
+        if entry.name == ref:
+            return entry.raw, json.loads(store.read_blob(entry.digest))
     raise KeyError(ref)
 
 
@@ -106,8 +107,8 @@ def test_clean_store_verifies(stores):
     # an independent count: the blob files on disk (no temp files left behind by the backup)
     on_disk = [p for p in clean.blob_dir.iterdir()]
     assert not [p for p in on_disk if p.name.startswith(".tmp-")]
-    assert report["blobs"] == len(on_disk)
-    assert report["bytes"]["ok"] == sum(p.stat().st_size for p in on_disk)
+    assert report["phases"]["verify"]["objects"] == len(on_disk)
+    assert report["phases"]["verify"]["checked_bytes"] == sum(p.stat().st_size for p in on_disk)
 
 
 def test_wrong_diff_id_is_caught(stores):

@@ -48,6 +48,8 @@ def values_of(path: Path) -> dict:
 
 
 _rendered: dict[str, list[dict]] = {}
+# The least a release needs: something to watch (serve refuses a config without).
+WATCHING = {"config": {"targets": [{"name": "hub", "kind": "distribution", "url": "https://registry.example.com"}]}}
 
 
 def rendered(name: str) -> list[dict]:
@@ -150,6 +152,13 @@ def test_the_invalid_values_differ_from_valid_ones_only_in_the_mistake():
     assert "serviceMonitr" in messages["typo-values.yaml"]
     assert "password" in messages["literal-password-values.yaml"]
     assert "shards" in messages["bad-shards-values.yaml"]
+
+
+def test_a_config_with_nothing_to_watch_fails_at_install_not_in_a_crash_loop():
+    with pytest.raises(RenderError) as err:
+        render(str(CHART), {})
+    assert "regwatch: config has nothing to watch; set config.targets (or config.storage, config.auth_logs, " \
+           "config.drill.report_dir) in your values" in str(err.value)
 
 
 def test_defaults_are_one_deployment_service_and_config():
@@ -273,7 +282,7 @@ def test_enabling_rules_or_dashboards_without_the_generated_copies_fails_with_th
     shutil.copy(CHART / "values.schema.json", bare / "values.schema.json")
     for key in ("prometheusRule", "dashboards"):
         with pytest.raises(RenderError, match="make generate"):
-            render(str(bare), {key: {"enabled": True}})
+            render(str(bare), {key: {"enabled": True}, **WATCHING})
 
 
 @needs_copies
@@ -299,7 +308,8 @@ def test_each_dashboard_file_becomes_one_sidecar_configmap_verbatim(tmp_path):
     }
     for name, body in dashboards.items():
         (chart / "files" / "dashboards" / name).write_text(json.dumps(body, indent=2))
-    docs = render(str(chart), {"dashboards": {"enabled": True, "folder": "Registries", "labelValue": "yes"}})
+    docs = render(str(chart), {"dashboards": {"enabled": True, "folder": "Registries", "labelValue": "yes"},
+                               **WATCHING})
     maps = [c for c in of_kind(docs, "ConfigMap") if "grafana_dashboard" in c["metadata"]["labels"]]
     assert sorted(key for c in maps for key in c["data"]) == sorted(dashboards)
     for config_map in maps:

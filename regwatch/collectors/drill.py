@@ -3,12 +3,15 @@ report.json in ``drill.report_dir`` (the drill itself runs as a separate job, e.
 
 Example exposition::
 
-    # HELP regwatch_drill_success 1 if the last drill passed every phase, else 0.
+    # HELP regwatch_drill_success 1 if the last full drill (backup, restore into the destination and verify of the same store, in one run) passed, else 0. Cached: from the last drill's report.
     # TYPE regwatch_drill_success gauge
     regwatch_drill_success{store="/store"} 1.0
-    # HELP regwatch_drill_duration_seconds Duration of each phase of the last drill.
-    # TYPE regwatch_drill_duration_seconds gauge
-    regwatch_drill_duration_seconds{phase="backup",store="/store"} 12.5
+    # HELP regwatch_drill_phase_success 1 if the phase passed the last time it ran (alone or in a drill).
+    # TYPE regwatch_drill_phase_success gauge
+    regwatch_drill_phase_success{phase="backup",store="/store"} 1.0
+    # HELP regwatch_drill_coverage_ratio Share of the source's selected tags that are in the store and verified, ...
+    # TYPE regwatch_drill_coverage_ratio gauge
+    regwatch_drill_coverage_ratio{store="/store"} 1.0
 """
 
 from __future__ import annotations

@@ -170,3 +170,11 @@ apiKeySecret: api_key_file
   readOnly: true
 {{- end }}
 {{- end }}
+
+{{/* serve refuses a config with nothing to watch (exit 2); say so at install time instead of crash-looping. */}}
+{{- define "regwatch.requireSomethingToWatch" -}}
+{{- $c := .Values.config -}}
+{{- if not (or $c.targets $c.storage $c.auth_logs (and $c.drill $c.drill.report_dir)) -}}
+{{- fail "regwatch: config has nothing to watch; set config.targets (or config.storage, config.auth_logs, config.drill.report_dir) in your values, e.g. --set-json 'config.targets=[{\"name\":\"hub\",\"kind\":\"distribution\",\"url\":\"https://registry.example.com\"}]'" -}}
+{{- end -}}
+{{- end }}
