@@ -549,7 +549,8 @@ class FakeHarbor:
         return self._history(self.purge_runs, q)
 
     def get_system_purgeaudit_schedule(self, role, q):
-        return {"id": 2, "job_name": "", "job_kind": self.purge_schedule.get("cron", ""), "schedule": self.purge_schedule,
+        return {"id": 2, "job_name": "", "job_kind": self.purge_schedule.get("cron", ""),
+                "schedule": self.purge_schedule,
                 "job_status": "", "deleted": False, "creation_time": iso(T0), "update_time": iso(T0)}
 
     def get_system_scanAll_schedule(self, role, q):  # noqa: N802 - named after the swagger path
@@ -559,7 +560,8 @@ class FakeHarbor:
                 "schedule": self.scan_all_schedule, "parameters": {}}
 
     def get_schedules(self, role, q):
-        rows = [{"id": 1, "vendor_type": "GARBAGE_COLLECTION", "vendor_id": -1, "cron": self.gc_schedule.get("cron", ""),
+        rows = [{"id": 1, "vendor_type": "GARBAGE_COLLECTION", "vendor_id": -1,
+                 "cron": self.gc_schedule.get("cron", ""),
                  "update_time": iso(self.gc_schedule_updated)}]
         rows += [{"id": 10 + rid, "vendor_type": "RETENTION", "vendor_id": rid, "cron": r["cron"],
                   "update_time": iso(r["updated"])} for rid, r in sorted(self.retentions.items()) if r["cron"]]

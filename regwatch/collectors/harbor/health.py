@@ -46,6 +46,7 @@ class HealthGroup(HarborGroup):
             gauge("regwatch_harbor_healthy", "1 if Harbor's /health says every component is healthy (cached).",
                   ["target"], [([name], healthy)]),
             gauge("regwatch_harbor_component_healthy",
-                  "1 if Harbor's /health reports the component healthy; core is 0 when harbor-core does not answer (cached).",
+                  "1 if Harbor's /health reports the component healthy; core is 0 when harbor-core does not answer "
+                  "(cached).",
                   ["target", "component"], [([name, c], v) for c, v in components]),
         ]

@@ -112,4 +112,5 @@ class ProjectsGroup(HarborGroup):
                         "Artifacts per repository (opt-in: per_repository_metrics).",
                         ["target", "project", "repository"], [([name, p, r], a) for p, r, a, _ in repo_rows])
             yield counter("regwatch_harbor_repository_pulls", "Pulls per repository (opt-in: per_repository_metrics; "
-                          "cached).", ["target", "project", "repository"], [([name, p, r], n) for p, r, _, n in repo_rows])
+                          "cached).", ["target", "project", "repository"],
+                          [([name, p, r], n) for p, r, _, n in repo_rows])

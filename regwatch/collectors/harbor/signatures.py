@@ -88,5 +88,6 @@ class SignaturesGroup(HarborGroup):
             artifacts, _ = self.api.page(path, 1, {"with_tag": "false", "with_accessory": "true"}, endpoint=ARTIFACTS)
         except (NotCollected, NotFound):
             return repo_id, None
-        n_signed = sum(1 for a in artifacts if any(acc.text("type") in SIGNATURE_TYPES for acc in a.objects("accessories")))
+        n_signed = sum(1 for a in artifacts
+                       if any(acc.text("type") in SIGNATURE_TYPES for acc in a.objects("accessories")))
         return repo_id, (project, n_signed, len(artifacts))
