@@ -24,6 +24,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -66,6 +67,18 @@ MIN_VERSION: dict[str, tuple[int, int]] = {
 }
 
 _VERSION_RE = re.compile(r"v?(\d{1,4})\.(\d{1,4})")
+
+
+@dataclass(frozen=True)
+class Project:
+    """What the groups need of one project, from one shared ``/projects`` listing."""
+
+    id: int
+    name: str
+    public: bool
+    repo_count: int
+    registry_id: int | None  # the upstream of a proxy-cache project
+    retention_id: int | None  # its tag-retention policy
 
 
 class NotCollected(Exception):
@@ -253,6 +266,8 @@ class HarborAPI:
         self._version_at = 0.0
         self._paused: tuple[float, RegistryError] | None = None
         self._warned: set[str] = set()
+        self._projects: tuple[float, list[Project]] | None = None
+        self._projects_lock = threading.Lock()
 
     # ------------------------------------------------------------------ requests
 
@@ -393,6 +408,26 @@ class HarborAPI:
         query = dict(params or {}, page=number, page_size=page_size)
         resp = self._answer(endpoint or path, lambda: self._get(path, query))
         return items_of(self._json(resp, path), self._where(path)), self._total(resp, path)
+
+    def projects(self) -> list[Project]:
+        """Every project the account sees, listed once per interval and shared by the groups that need it
+        (projects, members, retention, preheat, artifacts): one listing of 10,000 projects, not five."""
+        with self._projects_lock:  # one listing at a time; the others wait for it and share it
+            cached = self._projects
+            if cached is not None and time.monotonic() - cached[0] < self.target.interval:
+                return cached[1]
+            listing = []
+            for page in self.pages("/projects"):
+                for p in page:
+                    metadata = p.obj("metadata")
+                    retention = metadata.text("retention_id")
+                    listing.append(Project(
+                        p.integer("project_id", 0), p.text("name"), metadata.text("public", "false").lower() == "true",
+                        p.integer("repo_count", 0), p.integer("registry_id") or None,
+                        int(retention) if retention.isascii() and retention.isdigit() and len(retention) <= 18
+                        else None))
+            self._projects = (time.monotonic(), listing)
+            return listing
 
     def list_all(self, path: str, params: dict | None = None, *, endpoint: str | None = None) -> list[Fields]:
         """Every item of a (small) list endpoint."""

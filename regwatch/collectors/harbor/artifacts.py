@@ -44,9 +44,7 @@ class ArtifactsGroup(HarborGroup):
     def gather(self) -> Iterable[Metric]:
         name = self.target.name
         try:
-            projects = sorted((p.integer("project_id", 0), p.text("name")) for page in
-                              self.api.pages("/projects", {"with_detail": "false"}, endpoint="/projects")
-                              for p in page)
+            projects = sorted((p.id, p.name) for p in self.api.projects())
         except NotCollected:
             return
         alive = {pid for pid, _ in projects}

@@ -47,8 +47,7 @@ class MembersGroup(HarborGroup):
     def gather(self) -> Iterable[Metric]:
         name = self.target.name
         try:
-            projects = [(p.integer("project_id", 0), p.text("name")) for page in
-                        self.api.pages("/projects", {"with_detail": "false"}) for p in page]
+            projects = [(p.id, p.name) for p in self.api.projects()]
         except NotCollected:
             return
         alive = {pid for pid, _ in projects}

@@ -41,8 +41,7 @@ class PreheatGroup(HarborGroup):
     def gather(self) -> Iterable[Metric]:
         name = self.target.name
         try:
-            projects = sorted({p.text("name") for page in self.api.pages("/projects", {"with_detail": "false"},
-                                                                           endpoint="/projects") for p in page})
+            projects = sorted({p.name for p in self.api.projects()})
         except NotCollected:
             return
         self.seen = {p: v for p, v in self.seen.items() if p in set(projects)}

@@ -35,27 +35,27 @@ class ProjectsGroup(HarborGroup):
     def gather(self) -> Iterable[Metric]:
         name = self.target.name
         try:
-            projects = self._projects()
+            projects = self.api.projects()
         except NotCollected:
             return
-        by_id = {pid: p[0] for pid, p in projects.items()}
-        public_counts = {"true": 0, "false": 0}
-        for _, public, _, _ in projects.values():
-            public_counts[public] += 1
-        yield gauge("regwatch_harbor_projects", "Projects the account can see, by visibility.",
-                    ["target", "public"], [([name, k], v) for k, v in public_counts.items()])
-        yield gauge("regwatch_harbor_project_repositories", "Repositories per project (the project's repo_count).",
-                    ["target", "project"], [([name, p[0]], p[2]) for p in projects.values()])
+        by_id = {p.id: p.name for p in projects}
+        public = sum(1 for p in projects if p.public)
+        yield gauge("regwatch_harbor_projects", "Projects the account can see, by visibility (cached).",
+                    ["target", "public"], [([name, "true"], public), ([name, "false"], len(projects) - public)])
+        yield gauge("regwatch_harbor_project_repositories",
+                    "Repositories per project (the project's repo_count; cached).",
+                    ["target", "project"], [([name, p.name], p.repo_count) for p in projects])
 
         registries = self.optional(self.api.list_all, "/registries") or []
         registry_names = {r.integer("id"): r.text("name") for r in registries}
         yield gauge("regwatch_harbor_proxy_cache_project",
-                    "1 for each proxy-cache project, with the upstream registry it caches.",
+                    "1 for each proxy-cache project, with the upstream registry it caches (cached).",
                     ["target", "project", "registry"],
-                    [([name, p[0], registry_names.get(p[3], str(p[3]))], 1.0)
-                     for p in projects.values() if p[3]])
+                    [([name, p.name, registry_names.get(p.registry_id, str(p.registry_id))], 1.0)
+                     for p in projects if p.registry_id])
         yield gauge("regwatch_harbor_registry_healthy",
-                    "1 if Harbor reports the registry endpoint (replication or proxy-cache upstream) healthy.",
+                    "1 if Harbor reports the registry endpoint (replication or proxy-cache upstream) healthy "
+                    "(cached).",
                     ["target", "registry"],
                     [([name, r.text("name")], 1.0 if r.text("status") == "healthy" else 0.0) for r in registries])
 
@@ -70,16 +70,6 @@ class ProjectsGroup(HarborGroup):
             yield gauge("regwatch_harbor_storage_consumption_bytes",
                         "Storage all projects use, from /statistics (sysadmin only; cached).",
                         ["target"], [([name], stats.number("total_storage_consumption", 0.0))])
-
-    def _projects(self) -> dict[int, tuple[str, str, int, int | None]]:
-        """project_id -> (name, public "true"/"false", repo_count, registry_id)."""
-        out: dict[int, tuple[str, str, int, int | None]] = {}
-        for page in self.api.pages("/projects"):
-            for p in page:
-                public = p.obj("metadata").text("public", "false").lower()
-                out[p.integer("project_id", 0)] = (p.text("name"), "true" if public == "true" else "false",
-                                                   p.integer("repo_count", 0), p.integer("registry_id") or None)
-        return out
 
     def _repositories(self, projects: dict[int, str]) -> Iterable[Metric]:
         name = self.target.name

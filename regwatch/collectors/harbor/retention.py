@@ -83,13 +83,7 @@ class RetentionGroup(HarborGroup):
 
     def _policies(self) -> dict[int, str]:
         """retention id -> project name, from the projects' metadata (a string such as "3" in Harbor's swagger)."""
-        out: dict[int, str] = {}
-        for page in self.api.pages("/projects", endpoint="/projects"):
-            for project in page:
-                rid = project.obj("metadata").text("retention_id")
-                if rid.isascii() and rid.isdigit() and len(rid) <= 18:
-                    out[int(rid)] = project.text("name")
-        return out
+        return {p.retention_id: p.name for p in self.api.projects() if p.retention_id is not None}
 
     def _visit(self, item: tuple[int, str]) -> tuple[int, Seen | None]:
         rid, project = item
