@@ -133,3 +133,31 @@ def test_an_html_page_at_the_url_is_not_harbor_either(fake, tmp_path):
         f"target h: no Harbor API at {fake.url}/api/v2.0 (GET /api/v2.0/systeminfo answered application/json, not "
         "JSON); check kind and url (Harbor's base URL, not its registry port or a path)")
     scrape.close()
+
+
+def test_a_malformed_page_behind_a_link_names_that_page(fake, tmp_path, monkeypatch):
+    # Without X-Total-Count regwatch follows the Link header; the third page is the broken one.
+    send = fake._send
+
+    def without_total(handler, status, body, ctype, headers=None):
+        send(handler, status, body, ctype, {k: v for k, v in (headers or {}).items() if k != "X-Total-Count"})
+
+    monkeypatch.setattr(fake, "_send", without_total)
+    fake.n_repos = 250
+    original = fake.repository
+    fake.repository = lambda j: {**original(j), "pull_count": "many"} if j == 201 else original(j)
+    scrape = Scrape(target_for(fake, tmp_path, skip=["signatures"])).run()
+    assert errors(scrape)["harbor_projects"] == (
+        f'target h: GET /api/v2.0/repositories?page=3: item 0\'s pull_count is "many", not a number {HINT}')
+    assert fake.calls["/repositories"] == 3
+    scrape.close()
+
+
+def test_a_malformed_page_of_the_fan_out_names_that_page(fake, tmp_path):
+    fake.n_repos = 250
+    original = fake.repository
+    fake.repository = lambda j: {**original(j), "name": 7} if j == 105 else original(j)
+    scrape = Scrape(target_for(fake, tmp_path, skip=["signatures"])).run()
+    assert errors(scrape)["harbor_projects"] == (
+        f"target h: GET /api/v2.0/repositories?page=2: item 4's name is 7, not a string {HINT}")
+    scrape.close()

@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit
 from prometheus_client.metrics_core import Metric
 
 from regwatch.budget import ContextPool
-from regwatch.client import (AuthFailed, Forbidden, NotFound, ProtocolError, RateLimited, RegistryClient,
+from regwatch.client import (AuthFailed, DeadlineExceeded, Forbidden, NotFound, ProtocolError, RateLimited, RegistryClient,
                              RegistryError, ServerError, Unreachable, parse_json)
 from regwatch.collectors import Collector
 from regwatch.config import TargetConfig
@@ -271,8 +271,11 @@ class HarborAPI:
 
     # ------------------------------------------------------------------ requests
 
-    def _where(self, path: str) -> str:
-        return f"target {self.target.name}: GET {API}{urlsplit(path).path}"
+    def where(self, path: str, page: int | None = None) -> str:
+        """How an error names a request: ``target h: GET /api/v2.0/quotas`` (``?page=3`` past the first page)."""
+        path = urlsplit(path).path  # a next-page link is a whole URL, its path already under /api/v2.0
+        shown = path if path.startswith(API + "/") else API + path
+        return f"target {self.target.name}: GET {shown}" + (f"?page={page}" if page and page > 1 else "")
 
     def _request(self, call: Callable[[], Any]) -> Any:
         """``call()`` (one request) within the target's concurrency bound.
@@ -294,6 +297,8 @@ class HarborAPI:
             except RateLimited as exc:
                 self._pause(exc, max(self.target.interval / 2, 5.0))
                 raise
+            except DeadlineExceeded:
+                raise  # this collection ran out of its own budget: Harbor is not down for the other groups
             except (Unreachable, ServerError) as exc:
                 self._pause(exc, min(self.target.interval / 2, 30.0))
                 raise
@@ -319,8 +324,8 @@ class HarborAPI:
         self.mark(endpoint, True)
         return resp
 
-    def _json(self, resp: Any, path: str) -> Any:
-        return parse_json(resp.content, self._where(path),
+    def _json(self, resp: Any, path: str, page: int | None = None) -> Any:
+        return parse_json(resp.content, self.where(path, page),
                           "is url the Harbor address (not its registry or a proxy login page)?")
 
     def get(self, path: str, params: dict | None = None, *, endpoint: str | None = None) -> Any:
@@ -330,11 +335,11 @@ class HarborAPI:
 
     def obj(self, path: str, params: dict | None = None, *, endpoint: str | None = None) -> Fields:
         """An endpoint that answers one object."""
-        return Fields(self.get(path, params, endpoint=endpoint), self._where(path))
+        return Fields(self.get(path, params, endpoint=endpoint), self.where(path))
 
     def items(self, path: str, params: dict | None = None, *, endpoint: str | None = None) -> list[Fields]:
         """An endpoint that answers a list of objects in one piece (no pagination: /jobservice/queues)."""
-        return items_of(self.get(path, params, endpoint=endpoint), self._where(path))
+        return items_of(self.get(path, params, endpoint=endpoint), self.where(path))
 
     def pages(self, path: str, params: dict | None = None, *, endpoint: str | None = None,
               max_pages: int | None = None) -> Iterator[list[Fields]]:
@@ -352,13 +357,13 @@ class HarborAPI:
                                      headers=_ACCEPT)
         try:
             first = self._answer(endpoint, lambda: self._request(lambda: next(pager)))
-            items = items_of(self._json(first, path), self._where(path))
+            items = items_of(self._json(first, path), self.where(path))
             yield items
             total = self._total(first, path)
             if total is not None:
                 pages = math.ceil(total / PAGE_SIZE)
                 if max_pages is None and pages > self.client.max_pages:
-                    raise ProtocolError(f"{self._where(path)}: X-Total-Count says {total} items, more than the "
+                    raise ProtocolError(f"{self.where(path)}: X-Total-Count says {total} items, more than the "
                                         f"{self.client.max_pages} pages of {PAGE_SIZE} regwatch reads from one "
                                         "listing; a Harbor that never stops paging?")
                 pages = min(pages, max_pages) if max_pages is not None else pages
@@ -371,7 +376,7 @@ class HarborAPI:
                 if resp is None:
                     return
                 count += 1
-                yield items_of(self._json(resp, resp.url), self._where(resp.url))
+                yield items_of(self._json(resp, resp.url, count), self.where(resp.url, count))
         finally:
             pager.close()
 
@@ -380,7 +385,7 @@ class HarborAPI:
         if value is None:
             return None
         if not _TOTAL.fullmatch(value.strip()):
-            raise ProtocolError(f"{self._where(path)}: X-Total-Count {_shown(value)} is not a count of items")
+            raise ProtocolError(f"{self.where(path)}: X-Total-Count {_shown(value)} is not a count of items")
         return int(value)
 
     def _fan_out(self, path: str, query: dict, pages: int) -> Iterator[list[Fields]]:
@@ -400,14 +405,15 @@ class HarborAPI:
                         return
 
     def _page_items(self, path: str, query: dict) -> list[Fields]:
-        return items_of(self._json(self._get(path, query), path), self._where(path))
+        page = query["page"]
+        return items_of(self._json(self._get(path, query), path, page), self.where(path, page))
 
     def page(self, path: str, number: int, params: dict | None = None, *, endpoint: str | None = None,
              page_size: int = PAGE_SIZE) -> tuple[list[Fields], int | None]:
         """One page and the total (``X-Total-Count``) of a list endpoint, for the incremental groups."""
         query = dict(params or {}, page=number, page_size=page_size)
         resp = self._answer(endpoint or path, lambda: self._get(path, query))
-        return items_of(self._json(resp, path), self._where(path)), self._total(resp, path)
+        return items_of(self._json(resp, path, number), self.where(path, number)), self._total(resp, path)
 
     def projects(self) -> list[Project]:
         """Every project the account sees, listed once per interval and shared by the groups that need it
@@ -457,7 +463,7 @@ class HarborAPI:
             raise NotHarbor(f"answered {kind}, not JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("auth_mode"), str):
             raise NotHarbor("answered JSON without Harbor's auth_mode")
-        info = Fields(data, self._where("/systeminfo"))
+        info = Fields(data, self.where("/systeminfo"))
         version = parse_version(info.text("harbor_version"))
         with self._lock:
             self._version = version

@@ -86,7 +86,7 @@ class GCGroup(HarborGroup):
             return
         if not data:  # never scheduled: Harbor answers null
             return
-        schedule = Fields(data, self.api._where(f"{path}/schedule"))
+        schedule = Fields(data, self.api.where(f"{path}/schedule"))
         sched = schedule.obj("schedule")
         if not is_scheduled_type(sched.text("type")):
             return

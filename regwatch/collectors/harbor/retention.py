@@ -39,7 +39,7 @@ class Seen:
     project: str
     cron: str  # "" when the policy has no schedule
     last_success: float | None  # of the last finished execution, any trigger
-    scheduled: tuple[float | None, float | None, float | None] | None  # (start, end, success) of the last scheduled
+    scheduled: tuple[float | None, float | None, float | None]  # (start, end, success) of the last scheduled run
 
 
 class RetentionGroup(HarborGroup):
@@ -68,9 +68,7 @@ class RetentionGroup(HarborGroup):
                 else:
                     self.seen.pop(rid, None)
         since = self._schedule_times()
-        watches = [Watch("retention", s.project, s.cron, since=since.get(rid), start=s.scheduled[0],
-                         end=s.scheduled[1], success=s.scheduled[2]) if s.scheduled else
-                   Watch("retention", s.project, s.cron, since=since.get(rid))
+        watches = [Watch("retention", s.project, s.cron, since.get(rid), *s.scheduled)
                    for rid, s in self.seen.items() if s.cron]
         yield gauge("regwatch_harbor_retention_last_execution_success",
                     "1 if the project's tag-retention policy's last finished execution succeeded, 0 if it failed or "
@@ -98,7 +96,7 @@ class RetentionGroup(HarborGroup):
         last = next((r for r in runs if r.text("status") in _FINISHED), None)
         scheduled = next((r for r in runs if is_scheduled_trigger(r.text("trigger"))), None)
         return rid, Seen(project, cron, _FINISHED[last.text("status")] if last is not None else None,
-                         _run(scheduled) if scheduled is not None else None)
+                         _run(scheduled) if scheduled is not None else (None, None, None))
 
     def _schedule_times(self) -> dict[int, float]:
         """retention id -> when its schedule was set up or changed (``/schedules``, vendor RETENTION)."""

@@ -138,7 +138,7 @@ class ScansGroup(HarborGroup):
             raise
         if not data:
             return []
-        schedule = Fields(data, self.api._where("/system/scanAll/schedule"))
+        schedule = Fields(data, self.api.where("/system/scanAll/schedule"))
         sched = schedule.obj("schedule")
         if not is_scheduled_type(sched.text("type")):
             return []

@@ -30,7 +30,7 @@ class StorageGroup(HarborGroup):
         name = self.target.name
         volumes = self.optional(self.api.get, "/systeminfo/volumes")
         if volumes is not None:
-            where = self.api._where("/systeminfo/volumes")
+            where = self.api.where("/systeminfo/volumes")
             if isinstance(volumes, list):  # some proxies answer the bare list
                 disks = items_of(volumes, where)
             elif isinstance(volumes, dict) and "total" in volumes:  # Harbor before 2.2: one object
