@@ -392,3 +392,32 @@ def test_no_secret_in_the_exposition(fake, tmp_path):
     text = scrape.runner.exposition().decode()
     assert "Harbor12345" not in text and "*****" not in text and "puller" not in text
     scrape.close()
+
+
+def test_artifacts_by_type_preheat_and_a_paused_scheduler(fake, tmp_path):
+    fake.scheduler_paused = True
+    scrape = Scrape(target_for(fake, tmp_path, detail_calls_per_cycle=1000)).run()
+    # Counted here from the fake's artifacts, repository by repository.
+    expected: dict[tuple[str, str], int] = {}
+    for j in range(1, fake.n_repos + 1):
+        project = fake.repo_name(j).split("/")[0]
+        for artifact in fake.artifacts(j):
+            key = (project, artifact["type"])
+            expected[key] = expected.get(key, 0) + 1
+    got = {(dict(k[1])["project"], dict(k[1])["artifact_type"]): v for k, v in scrape.samples.items()
+           if k[0] == "regwatch_harbor_project_artifacts_by_type"}
+    assert got == expected and {t for _, t in got} == {"IMAGE", "CHART", "CNAB"}
+    assert scrape.get("regwatch_harbor_detail_coverage_ratio", target="h", group="artifacts") == 1.0
+    # warm-nodes' newest execution errored; never-ran has no execution, so no series.
+    preheat = {dict(k[1])["policy"]: v for k, v in scrape.samples.items()
+               if k[0] == "regwatch_harbor_preheat_last_execution_success"}
+    assert preheat == {"library/warm-nodes": 0.0}
+    assert scrape.get("regwatch_harbor_jobservice_schedules_paused", target="h") == 1
+    scrape.close()
+
+
+def test_the_detail_groups_share_one_project_listing(fake, tmp_path):
+    scrape = Scrape(target_for(fake, tmp_path)).run()
+    # projects, members, retention, preheat and artifacts all need the projects: one listing of 12 (one page).
+    assert fake.calls["/projects"] == 1
+    scrape.close()
