@@ -173,10 +173,7 @@ def missed_rule() -> tuple[dict, str]:
     from regwatch.generate import alerts
     from regwatch.generate.options import AlertOptions
 
-    try:
-        rules = alerts.render_rules(AlertOptions(for_durations={"HarborScheduledJobMissed": "1s"}))
-    except (TypeError, ValueError):
-        rules = alerts.render_rules()
+    rules = alerts.render_rules(AlertOptions(for_durations={"HarborScheduledJobMissed": "1s"}))
     for group in rules["groups"]:
         for rule in group["rules"]:
             if rule.get("alert") == "HarborScheduledJobMissed":
