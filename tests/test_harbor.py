@@ -17,7 +17,7 @@ from regwatch.collectors import TargetContext
 from regwatch.collectors.harbor import harbor_jobs_for
 from regwatch.collectors.harbor.api import HarborAPI, items_of, repo_path
 from regwatch.collectors.harbor.audit import AuditState, new_events
-from regwatch.collectors.harbor.members import rotate
+from regwatch.collectors.harbor.rotation import rotate
 from regwatch.config import parse_config
 from regwatch.runner import Runner
 from tests.fakes.harbor import T0, FakeHarbor

@@ -25,6 +25,7 @@ from prometheus_client.metrics_core import Metric
 
 from regwatch.client import NotFound
 from regwatch.collectors.harbor.api import HarborAPI, HarborGroup, NotCollected
+from regwatch.collectors.harbor.rotation import Rotation
 from regwatch.families import gauge
 
 ARTIFACTS = "/projects/{project_name_or_id}/artifacts"
@@ -38,7 +39,7 @@ class ArtifactsGroup(HarborGroup):
 
     def __init__(self, api: HarborAPI):
         super().__init__(api)
-        self.cursor = 0
+        self.rotation = Rotation()
         self.counts: dict[int, tuple[str, Counter]] = {}
 
     def gather(self) -> Iterable[Metric]:
@@ -49,13 +50,8 @@ class ArtifactsGroup(HarborGroup):
             return
         alive = {pid for pid, _ in projects}
         self.counts = {pid: v for pid, v in self.counts.items() if pid in alive}
-        calls = visited = 0
-        if projects:
-            self.cursor %= len(projects)
-        while projects and visited < len(projects) and calls < self.target.harbor.detail_calls_per_cycle:
-            pid, pname = projects[self.cursor]
-            self.cursor = (self.cursor + 1) % len(projects)
-            visited += 1
+        calls = 0
+        for pid, pname in self.rotation.walk(projects, lambda: calls < self.target.harbor.detail_calls_per_cycle):
             counts: Counter = Counter()
             try:
                 for page in self.api.pages(f"/projects/{pid}/artifacts", {"with_tag": "false"}, endpoint=ARTIFACTS):

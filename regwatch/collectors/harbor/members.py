@@ -20,19 +20,11 @@ from prometheus_client.metrics_core import Metric
 from regwatch.budget import ContextPool
 from regwatch.client import NotFound
 from regwatch.collectors.harbor.api import Fields, HarborGroup, NotCollected
+from regwatch.collectors.harbor.rotation import Rotation
 from regwatch.families import gauge
 
 ROLES = ("project_admin", "maintainer", "developer", "guest", "limited_guest")
 SUMMARY = "/projects/{project_name_or_id}/summary"
-
-
-def rotate(items: list, cursor: int, budget: int) -> tuple[list, int]:
-    """``budget`` items from ``cursor`` on, wrapping around; and the next cursor."""
-    if not items:
-        return [], 0
-    cursor %= len(items)
-    chosen = (items[cursor:] + items[:cursor])[:budget]
-    return chosen, (cursor + len(chosen)) % len(items)
 
 
 class MembersGroup(HarborGroup):
@@ -41,7 +33,7 @@ class MembersGroup(HarborGroup):
 
     def __init__(self, api):
         super().__init__(api)
-        self.cursor = 0
+        self.rotation = Rotation()
         self.counts: dict[int, tuple[str, tuple[float, ...]]] = {}
 
     def gather(self) -> Iterable[Metric]:
@@ -52,7 +44,7 @@ class MembersGroup(HarborGroup):
             return
         alive = {pid for pid, _ in projects}
         self.counts = {pid: v for pid, v in self.counts.items() if pid in alive}
-        chosen, self.cursor = rotate(projects, self.cursor, self.target.harbor.detail_calls_per_cycle)
+        chosen = self.rotation.take(projects, self.target.harbor.detail_calls_per_cycle)
         with ContextPool(max_workers=self.target.concurrency) as pool:
             for pid, pname, summary in pool.map(self._summary, chosen):
                 if summary is not None:

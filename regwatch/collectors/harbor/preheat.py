@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import Metric
 
 from regwatch.client import NotFound
 from regwatch.collectors.harbor.api import HarborAPI, HarborGroup, NotCollected
+from regwatch.collectors.harbor.rotation import Rotation
 from regwatch.families import gauge
 
 POLICIES = "/projects/{project_name}/preheat/policies"
@@ -35,7 +36,7 @@ class PreheatGroup(HarborGroup):
 
     def __init__(self, api: HarborAPI):
         super().__init__(api)
-        self.cursor = 0
+        self.rotation = Rotation()
         self.seen: dict[str, dict[str, float]] = {}  # project -> {policy: last success}
 
     def gather(self) -> Iterable[Metric]:
@@ -46,13 +47,7 @@ class PreheatGroup(HarborGroup):
             return
         self.seen = {p: v for p, v in self.seen.items() if p in set(projects)}
         calls = 0
-        visited = 0
-        if projects:
-            self.cursor %= len(projects)
-        while projects and visited < len(projects) and calls < self.target.harbor.detail_calls_per_cycle:
-            project = projects[self.cursor]
-            self.cursor = (self.cursor + 1) % len(projects)
-            visited += 1
+        for project in self.rotation.walk(projects, lambda: calls < self.target.harbor.detail_calls_per_cycle):
             try:
                 spent, result = self._visit(project)
             except NotCollected:  # the account may not read preheat policies: asking every project is no use

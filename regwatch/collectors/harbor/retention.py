@@ -25,7 +25,7 @@ from prometheus_client.metrics_core import Metric
 from regwatch.budget import ContextPool
 from regwatch.client import NotFound
 from regwatch.collectors.harbor.api import Fields, HarborAPI, HarborGroup, NotCollected
-from regwatch.collectors.harbor.members import rotate
+from regwatch.collectors.harbor.rotation import Rotation
 from regwatch.collectors.harbor.schedules import Watch, Watchdog, is_scheduled_trigger
 from regwatch.families import gauge
 
@@ -49,7 +49,7 @@ class RetentionGroup(HarborGroup):
     def __init__(self, api: HarborAPI):
         super().__init__(api)
         self.watchdog = Watchdog(api)
-        self.cursor = 0
+        self.rotation = Rotation()
         self.seen: dict[int, Seen] = {}
 
     def gather(self) -> Iterable[Metric]:
@@ -60,7 +60,7 @@ class RetentionGroup(HarborGroup):
             return
         alive = {rid for rid, _ in policies}
         self.seen = {rid: v for rid, v in self.seen.items() if rid in alive}
-        chosen, self.cursor = rotate(policies, self.cursor, max(1, self.target.harbor.detail_calls_per_cycle // 2))
+        chosen = self.rotation.take(policies, max(1, self.target.harbor.detail_calls_per_cycle // 2))
         with ContextPool(max_workers=self.target.concurrency) as pool:
             for rid, result in pool.map(self._visit, chosen):
                 if result is not None:
