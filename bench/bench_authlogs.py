@@ -1,24 +1,28 @@
-"""Auth-log parsing speed and memory: regwatch vs mtail on the same real-format registry log.
+"""Auth-log freshness, memory and idle cost: ``regwatch serve`` vs mtail following the same log.
 
 1. Starts a real docker-registry with htpasswd auth, sends good, wrong-password and
    anonymous requests, and keeps the lines it logged (app log + access log) as templates.
-2. Writes a log of 1,000,000 lines (and one of 2,000,000 for the memory check) by repeating
-   those real lines with fresh request ids; 2 % of the requests have a wrong password.
-3. Counts attempts and failures in it with regwatch's authlogs collector (a subprocess,
-   reading from the beginning) and with ``mtail --one_shot`` running the equivalent program,
-   timing the wall clock of each, and checks that both counted exactly what was generated.
+2. Writes a staging log of 1,000,000 lines by repeating those real lines with fresh request
+   ids; 2 % of the requests have a wrong password.
+3. End to end, with default settings: ``regwatch serve`` follows an empty file; the staging log
+   is appended to it in one go, and the clock runs from the start of the append until
+   serve's ``/metrics`` shows exactly the generated attempts and failures. Then the same for
+   ``mtail`` (a daemon following a fresh file, with the equivalent program), on the same bytes.
+   serve's peak RSS (VmHWM) is read at the end.
+4. Idle: serve follows 10 quiet files (10 sources) for 60 s; its CPU time over that minute.
 
-    .venv/bin/python bench/bench_authlogs.py [--lines 1000000]
+    .venv/bin/python bench/bench_authlogs.py [--lines 1000000] [--idle-seconds 60]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
-import resource
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -87,56 +91,146 @@ def write_log(path: Path, groups: dict[str, list[str]], lines: int, failure_shar
     return attempts, failures
 
 
-def regwatch_worker(log_path: str) -> None:
-    """Run in a subprocess: count the whole file with the authlogs collector; print JSON."""
-    from regwatch.collectors.authlogs import AuthLogCollector
-    from regwatch.config import AuthLogConfig
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    collector = AuthLogCollector(AuthLogConfig(name="bench", path=log_path, format="distribution",
-                                               start_at="beginning"))
+
+def scrape(url: str, names: tuple[str, str]) -> tuple[float, float] | None:
+    try:
+        text = requests.get(url, timeout=5).text
+    except requests.RequestException:
+        return None
+    values = [0.0, 0.0]
+    for line in text.splitlines():
+        for i, name in enumerate(names):
+            if line.startswith(name) and not line.startswith(name + "_created"):
+                values[i] += float(line.rsplit(" ", 1)[1])
+    return values[0], values[1]
+
+
+def wait_exact(url: str, names: tuple[str, str], want: tuple[int, int], started: float, timeout: float = 300) -> float:
+    while time.perf_counter() - started < timeout:
+        seen = scrape(url, names)
+        if seen == want:
+            return time.perf_counter() - started
+        if seen is not None and (seen[0] > want[0] or seen[1] > want[1]):
+            raise SystemExit(f"{url} counted more than was written: {seen} > {want}")
+        time.sleep(0.02)
+    raise SystemExit(f"{url} did not reach {want} within {timeout}s (last {scrape(url, names)})")
+
+
+APPEND_SECONDS: list[float] = []
+
+
+def append(staging: Path, target: Path) -> float:
+    """Append the staging log to ``target`` in one go; returns when it started (the append's own
+    duration, a floor for both followers, is kept in APPEND_SECONDS)."""
     started = time.perf_counter()
-    while True:
-        collector.collect()
-        if collector.follower.lag_bytes() == 0:
-            break
-    elapsed = time.perf_counter() - started
-    totals = collector.totals
-    print(json.dumps({"seconds": elapsed, "lines": totals.lines, "attempts": totals.requests,
-                      "failures": sum(totals.failures.values()),
-                      "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    with open(staging, "rb") as src, open(target, "ab") as dst:
+        shutil.copyfileobj(src, dst, 8 << 20)
+    APPEND_SECONDS.append(time.perf_counter() - started)
+    return started
 
 
-def run_regwatch(log_path: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", str(log_path)], check=True, capture_output=True,
-                         text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+def start_serve(tmp: Path, sources: list[dict], name: str) -> tuple[subprocess.Popen, str]:
+    import yaml
+
+    port = free_port()
+    config = tmp / f"{name}.yml"
+    config.write_text(yaml.safe_dump({"auth_logs": sources}))
+    proc = subprocess.Popen([sys.executable, "-m", "regwatch", "serve", "--config", str(config), "--listen",
+                             f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.log", "wb"),
+                            cwd=Path(__file__).resolve().parent.parent)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url + "/metrics"
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"regwatch serve did not become ready:\n{(tmp / f'{name}.log').read_text()[-2000:]}")
 
 
-def run_mtail(log_path: Path, progs: Path) -> dict:
-    started = time.perf_counter()
-    proc = subprocess.run(["mtail", "--one_shot", "--one_shot_format", "json", "--logs", str(log_path),
-                           "--progs", str(progs), "--logtostderr"], capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"mtail failed:\n{proc.stderr[-2000:]}")
-    metrics = json.loads(proc.stdout[proc.stdout.find("{"):])
-    values = {}
-    for name, entries in metrics.items():
-        for entry in entries:
-            values[name] = values.get(name, 0) + sum(int(ld.get("Value", {}).get("Value", 0))
-                                                     for ld in entry.get("LabelValues", []))
-    return {"seconds": elapsed, "attempts": values.get("regwatch_auth_requests_total"),
-            "failures": values.get("regwatch_auth_failures_total")}
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_serve(tmp: Path, staging: Path, want: tuple[int, int]) -> dict:
+    target = tmp / "serve-follow.log"
+    target.write_bytes(b"")
+    proc, url = start_serve(tmp, [{"name": "bench", "path": str(target),
+                                   "positions_file": str(tmp / "positions.json")}], "serve")
+    try:
+        seconds = wait_exact(url, ("regwatch_auth_requests_total", "regwatch_auth_failures_total"), want,
+                             append(staging, target))
+        return {"seconds": seconds, "rss_mib": peak_rss_mib(proc.pid)}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        target.unlink()
+
+
+def run_mtail(tmp: Path, staging: Path, progs: Path, want: tuple[int, int]) -> dict:
+    target = tmp / "mtail-follow.log"
+    target.write_bytes(b"")
+    port = free_port()
+    proc = subprocess.Popen(["mtail", "--logs", str(target), "--progs", str(progs), "--address", "127.0.0.1",
+                             "--port", str(port), "--logtostderr"], stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / "mtail.log", "wb"))
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        deadline = time.monotonic() + 30
+        while scrape(url, ("regwatch_auth_requests_total", "regwatch_auth_failures_total")) is None:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"mtail did not start:\n{(tmp / 'mtail.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        time.sleep(1.0)  # let it open the file and seek to its end
+        seconds = wait_exact(url, ("regwatch_auth_requests_total", "regwatch_auth_failures_total"), want,
+                             append(staging, target))
+        return {"seconds": seconds, "rss_mib": peak_rss_mib(proc.pid)}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        target.unlink()
+
+
+def run_idle(tmp: Path, groups: dict[str, list[str]], seconds: float) -> dict:
+    import psutil
+
+    quiet = tmp / "quiet"
+    quiet.mkdir()
+    sources = []
+    for i in range(10):
+        path = quiet / f"registry-{i}.log"
+        path.write_text("\n".join(groups["good"]) + "\n")
+        sources.append({"name": f"quiet{i}", "path": str(path), "positions_file": str(quiet / f"positions-{i}.json")})
+    proc, _ = start_serve(tmp, sources, "idle")
+    try:
+        time.sleep(3.0)  # past start-up
+        process = psutil.Process(proc.pid)
+        before = process.cpu_times()
+        time.sleep(seconds)
+        after = process.cpu_times()
+        cpu = (after.user - before.user) + (after.system - before.system)
+        return {"cpu_seconds": cpu, "share": cpu / seconds, "threads": process.num_threads()}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--worker")
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
     args = parser.parse_args()
-    if args.worker:
-        regwatch_worker(args.worker)
-        return
     with tempfile.TemporaryDirectory(prefix="bench-authlogs-") as tmp:
         tmp_path = Path(tmp)
         print("capturing real log lines from docker-registry ...", flush=True)
@@ -144,33 +238,30 @@ def main() -> None:
         progs = tmp_path / "progs"
         progs.mkdir()
         (progs / "auth.mtail").write_text(MTAIL_PROGRAM)
-        rows = []
-        for lines in (args.lines, 2 * args.lines):
-            log = tmp_path / f"registry-{lines}.log"
-            print(f"writing {lines:,} lines ...", flush=True)
-            attempts, failures = write_log(log, groups, lines, 0.02)
-            ours = run_regwatch(log)
-            theirs = run_mtail(log, progs) if lines == args.lines else None
-            for name, result in (("regwatch", ours), ("mtail", theirs)):
-                if result is None:
-                    continue
-                ok = (result["attempts"], result["failures"]) == (attempts, failures)
-                rows.append((name, lines, result["seconds"], lines / result["seconds"], result.get("max_rss_kib"), ok))
-            log.unlink()
-            print(f"  generated: {attempts:,} attempts, {failures:,} failures "
-                  f"({100 * failures / attempts:.1f} % of attempts)", flush=True)
+        staging = tmp_path / "staging.log"
+        print(f"writing {args.lines:,} lines ...", flush=True)
+        want = write_log(staging, groups, args.lines, 0.02)
+        size = staging.stat().st_size
+        print(f"  {size / 1e6:.0f} MB; generated {want[0]:,} attempts, {want[1]:,} failures", flush=True)
+        print("regwatch serve (default settings) following the file ...", flush=True)
+        ours = run_serve(tmp_path, staging, want)
+        print("mtail following the file ...", flush=True)
+        theirs = run_mtail(tmp_path, staging, progs, want)
+        print(f"serve following 10 quiet files for {args.idle_seconds:g} s ...", flush=True)
+        idle = run_idle(tmp_path, groups, args.idle_seconds)
         print()
-        print(f"{'tool':<10}{'lines':>12}{'seconds':>10}{'lines/s':>14}{'peak RSS MiB':>14}  counts exact")
-        for name, lines, seconds, rate, rss, ok in rows:
-            rss_text = f"{rss / 1024:.1f}" if rss else "-"
-            print(f"{name:<10}{lines:>12,}{seconds:>10.2f}{rate:>14,.0f}{rss_text:>14}  {'yes' if ok else 'NO'}")
-        ours_1m = next(r for r in rows if r[0] == "regwatch" and r[1] == args.lines)
-        mtail_1m = next(r for r in rows if r[0] == "mtail")
-        ours_2m = next(r for r in rows if r[0] == "regwatch" and r[1] == 2 * args.lines)
-        print(f"\nregwatch / mtail lines/s: {ours_1m[3] / mtail_1m[3]:.1f}x   "
-              f"peak RSS {2 * args.lines:,} vs {args.lines:,} lines: {ours_2m[4] / ours_1m[4]:.2f}x")
-        if os.environ.get("BENCH_STRICT") and not all(r[5] for r in rows):
-            raise SystemExit("a tool miscounted")
+        print(f"{'follower':<16}{'lines':>12}{'append->exact s':>17}{'lines/s':>14}{'peak RSS MiB':>14}"
+              f"{'append alone s':>16}")
+        for (name, result), alone in zip((("regwatch serve", ours), ("mtail", theirs)), APPEND_SECONDS):
+            print(f"{name:<16}{args.lines:>12,}{result['seconds']:>17.2f}{args.lines / result['seconds']:>14,.0f}"
+                  f"{result['rss_mib']:>14.1f}{alone:>16.2f}")
+        ratio = theirs["seconds"] / ours["seconds"]
+        print(f"\nregwatch / mtail lines/s end to end: {ratio:.1f}x (goal >= 2x)")
+        print(f"serve peak RSS: {ours['rss_mib']:.0f} MiB (goal < 300)")
+        print(f"serve idle, 10 quiet files, {args.idle_seconds:g} s: {idle['cpu_seconds']:.2f} s CPU = "
+              f"{100 * idle['share']:.2f} % of a core (goal < 1 %), {idle['threads']} threads")
+        if os.environ.get("BENCH_STRICT") and (ratio < 2 or ours["rss_mib"] >= 300 or idle["share"] >= 0.01):
+            raise SystemExit("a goal was missed")
 
 
 if __name__ == "__main__":

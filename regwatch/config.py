@@ -425,6 +425,10 @@ class ElasticsearchConfig(SecretRefs):
     timestamp_field: str = "@timestamp"
     overlap: Duration = 300.0
     timeout: Duration = 10.0
+    # One collection reads at most max_pages pages per query and stops at deadline; what is left is
+    # read by the next collection (a cluster that pages forever cannot keep the collector busy).
+    max_pages: int = Field(default=100, ge=1, le=10_000)
+    deadline: Duration = 60.0
     # Which official client major talks to the cluster: "auto" reads the version from GET / (needs the
     # monitor cluster privilege); 8 uses the 8.x client (elasticsearch8 or elasticsearch<9), 9 the 9.x one.
     client_major: Literal["auto", 8, 9] = "auto"
@@ -437,9 +441,15 @@ class AuthLogConfig(Strict):
     positions_file: FilePath | None = None
     start_at: Literal["end", "beginning"] = "end"
     elasticsearch: ElasticsearchConfig | None = None
+    # Elasticsearch: how often to query. Files are followed as they are written; their counters
+    # reach /metrics within a second whatever this says.
     interval: Duration = 15.0
     # Per-user / per-client breakdown is unbounded cardinality: off unless a top-N is given.
     top_n: int = Field(default=0, ge=0, le=100)
+    # Where the per-client label comes from: "logged" is the address the server logged (Distribution
+    # and Harbor core take it from X-Forwarded-For, which any client can set); "connection" is the
+    # connection's own peer, which only access logs (nginx, harbor-proxy) carry.
+    client_address: Literal["logged", "connection"] = "logged"
 
 
 class DrillConfig(Strict):

@@ -15,13 +15,15 @@ cluster's version and pick the matching official client (``elasticsearch8`` 8.x 
 from __future__ import annotations
 
 import base64
+import logging
 import sys
 import time
 
 import pytest
 
 from regwatch.config import parse_config
-from regwatch.logs.elasticsearch import PAGE_SIZE, ElasticsearchCollector, ElasticsearchSetupError
+from regwatch.collectors.elasticsearch import ElasticsearchCollector
+from regwatch.logs.elasticsearch import PAGE_SIZE, ElasticsearchSetupError
 from tests.fakes.elasticsearch import FakeElasticsearch
 
 PASSWORD = "es-secret-pw"
@@ -172,3 +174,75 @@ def test_unsupported_cluster_version(start_es, tmp_path):
     es = start_es(7, version="7.17.25")
     with pytest.raises(ElasticsearchSetupError, match="runs Elasticsearch 7.17.25; regwatch reads 8.x and 9.x"):
         make(es, tmp_path).collect()
+
+
+# ---------------------------------------------------------------------------- a cluster that cannot be trusted
+
+
+def hostile_collector(start_es, tmp_path, kind: str, **extra) -> tuple[FakeElasticsearch, ElasticsearchCollector]:
+    es = start_es(9, hostile=kind)
+    return es, make(es, tmp_path, client_major=9, **extra)
+
+
+def test_endless_search_after_is_cut_by_the_page_cap_and_resumes(start_es, tmp_path, caplog):
+    es, collector = hostile_collector(start_es, tmp_path, "endless", max_pages=3)
+    with caplog.at_level(logging.WARNING):
+        totals, errors = collector.es.run()
+    # three pages per query, each of PAGE_SIZE new documents: counted, and the run ended
+    assert totals.requests == 3 * PAGE_SIZE and sum(totals.failures.values()) == 3 * PAGE_SIZE
+    assert es.requests.count(("POST", "/_search")) == 6
+    assert errors["query_truncated"] == 2
+    assert (f"auth source elk: the cluster at {es.url} had more attempts than one collection reads (3 pages, 60s); "
+            "the rest is read next time") in caplog.messages
+    assert not es.pits  # every point in time closed
+    totals, _ = collector.es.run()  # the next run goes on from there
+    assert totals.requests == 6 * PAGE_SIZE
+
+
+def test_endless_search_after_is_cut_by_the_deadline(start_es, tmp_path):
+    es, collector = hostile_collector(start_es, tmp_path, "endless", max_pages=10_000, deadline="1s")
+    started = time.monotonic()
+    totals, errors = collector.es.run()
+    assert time.monotonic() - started < 1.0 + 10.0  # the deadline plus at most one request's timeout
+    assert errors["query_truncated"] == 2 and totals.requests > 0
+
+
+def test_huge_answer_is_refused_without_reading_it(start_es, tmp_path):
+    es, collector = hostile_collector(start_es, tmp_path, "huge")
+    with pytest.raises(RuntimeError) as info:
+        collector.collect()
+    assert str(info.value) == (
+        f"Elasticsearch query for auth source elk failed: Elasticsearch at {es.url} sent an answer larger than 8 MiB; "
+        "regwatch reads no more (is auth_logs[].elasticsearch.url an Elasticsearch?); check auth_logs[].elasticsearch "
+        "(url, index, credentials, client_major)")
+    assert collector.errors["query"] == 1
+
+
+def test_trickled_answer_stops_at_the_deadline(start_es, tmp_path):
+    es, collector = hostile_collector(start_es, tmp_path, "trickle", deadline="2s")
+    started = time.monotonic()
+    totals, errors = collector.es.run()  # out of time: what was read is kept, the run ends
+    assert time.monotonic() - started < 2.0 + 3.0
+    assert errors["query_truncated"] == 2 and totals.requests == 0
+
+
+@pytest.mark.parametrize("kind", ["garbage", "not_json"])
+def test_garbage_answer_is_a_clear_error(start_es, tmp_path, kind):
+    es, collector = hostile_collector(start_es, tmp_path, kind)
+    with pytest.raises(RuntimeError) as info:
+        collector.collect()
+    detail = {"garbage": f"the cluster at {es.url} answered a search with a hit that has no usable _id and sort "
+                         "timestamp; check auth_logs[].elasticsearch.timestamp_field",
+              "not_json": "SerializationError: Unable to deserialize as JSON: b'\\x00\\xffnot json at all'"}[kind]
+    assert str(info.value) == (f"Elasticsearch query for auth source elk failed: {detail}; check "
+                               "auth_logs[].elasticsearch (url, index, credentials, client_major)")
+
+
+def test_tls_verification_off_is_said_loudly(caplog, tmp_path):
+    with caplog.at_level(logging.WARNING, logger="regwatch.tls"):
+        config = parse_config({"auth_logs": [{"name": "elk", "elasticsearch": {
+            "url": "https://127.0.0.1:9", "tls": {"insecure_skip_verify": True}}}]})
+        ElasticsearchCollector(config.auth_logs[0])
+    [record] = [r for r in caplog.records if r.name == "regwatch.tls"]
+    assert record.getMessage() == "TLS verification is OFF"
+    assert record.peer == "auth_logs elk (Elasticsearch https://127.0.0.1:9)"

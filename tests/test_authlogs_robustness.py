@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tracemalloc
 
 from regwatch.collectors.authlogs import AuthLogCollector
 from regwatch.config import AuthLogConfig
@@ -27,7 +28,8 @@ def sample(collector: AuthLogCollector, name: str, **labels: str) -> float:
 
 def counts(collector: AuthLogCollector) -> tuple[int, int]:
     collector.collect()
-    return collector.totals.requests, sum(collector.totals.failures.values())
+    totals = collector.totals
+    return totals.requests, sum(totals.failures.values())
 
 
 def append(path, good: int, bad: int, extra: bytes = b"") -> None:
@@ -40,7 +42,7 @@ def make(tmp_path, path=None, **kwargs) -> AuthLogCollector:
     kwargs.setdefault("start_at", "beginning")
     config = AuthLogConfig(name="reg", path=str(path or tmp_path / "registry.log"), format="distribution",
                            positions_file=str(tmp_path / "positions.json"), **kwargs)
-    return AuthLogCollector(config)
+    return AuthLogCollector(config, background=False)  # each collect() reads what is new
 
 
 def test_corrupt_positions_file_resumes_from_the_backup(tmp_path, caplog):
@@ -67,9 +69,9 @@ def test_positions_and_backup_both_corrupt_start_over_at_the_end(tmp_path, caplo
         (tmp_path / name).write_bytes(b"\x00\xff not json")
     with caplog.at_level(logging.ERROR):
         collector = make(tmp_path, start_at="end")
+        assert counts(collector) == (0, 0)  # the first run loads the state; nothing old is counted again
     assert "starting over at the end of the logs" in caplog.text
     assert (tmp_path / "positions.json.corrupt").exists()  # kept for a person to look at
-    assert counts(collector) == (0, 0)  # nothing old is counted again
     append(log_path, 2, 2)
     assert counts(collector) == (4, 2)
     assert sample(collector, "regwatch_auth_log_read_errors_total", reason="corrupt_positions") == 2
@@ -107,3 +109,23 @@ def test_binary_garbage_and_huge_lines(tmp_path, caplog):
     assert sample(collector, "regwatch_auth_log_read_errors_total", reason="binary") == nul_lines
     saved = json.loads((tmp_path / "positions.json").read_text())
     assert saved["files"][0]["offset"] == log_path.stat().st_size
+
+
+def test_a_1gib_line_without_newline_takes_no_memory(tmp_path):
+    log_path = tmp_path / "registry.log"
+    append(log_path, 1, 1)
+    with open(log_path, "r+b") as handle:  # a sparse 1 GiB run of bytes without a newline (no disk used)
+        handle.truncate(log_path.stat().st_size + (1 << 30))
+    collector = make(tmp_path)
+    tracemalloc.start()
+    try:
+        assert counts(collector) == (2, 1)  # the lines before it; the long one is being skipped
+        append(log_path, 1, 0, b"")  # the next line's newline ends it (that line is part of the long one)
+        assert counts(collector) == (2, 1)
+        append(log_path, 2, 1)
+        assert counts(collector) == (5, 2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"reading a 1 GiB line took {peak / 1e6:.0f} MB"
+    assert sample(collector, "regwatch_auth_log_read_errors_total", reason="line_too_long") == 1

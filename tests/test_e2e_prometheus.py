@@ -91,7 +91,9 @@ def stack(tmp_path_factory):
         prom = PrometheusServer(tmp / "prom", [serve.url.removeprefix("http://")],
                                 rule_files=[str(rules_dir / alerts.RULES_FILE)]).start()
         procs.append(prom)
-        # Authentication traffic: 20 good logins, 3 refused, plus the anonymous challenges before each.
+        # Authentication traffic: 20 good logins, 3 refused, plus the anonymous challenges before each. Sent once
+        # Prometheus has the auth counters: they are live, and rate() ignores what a series starts with.
+        prom.wait_for('regwatch_auth_requests_total{source="registry"}', timeout=30)
         for i in range(23):
             password = "wrong" if i % 8 == 7 else "alice-secret"
             requests.get(registry.url + "/v2/", auth=("alice", password), timeout=5)

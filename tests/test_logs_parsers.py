@@ -8,6 +8,9 @@ request. Harbor and token samples are lines quoted in public issues (see
 
 from __future__ import annotations
 
+import json
+from urllib.parse import quote
+
 import pytest
 
 from regwatch.logs.parsers import (ATTEMPT, CHALLENGE, FAILURE, Parser, Tally, parse_distribution,
@@ -111,15 +114,49 @@ def test_block_counts_one_failure_per_refused_request(breakdown):
         assert tally.users == {"alice": 2} and tally.clients == {"127.0.0.1": 2}
 
 
-def test_harbor_core_one_failure_per_request_id():
+def test_harbor_core_counts_every_failure_line_once():
     tally = Tally()
-    lines = [HARBOR_BASIC, HARBOR_SYSLOG, *HARBOR_LDAP, HARBOR_ROBOT, HARBOR_BASIC]  # the last repeats a requestID
+    # the LDAP lines of one login add nothing; the same requestID twice is two logins (the id is the client's)
+    lines = [HARBOR_BASIC, HARBOR_SYSLOG, *HARBOR_LDAP, HARBOR_ROBOT, HARBOR_BASIC]
     Parser("harbor-core", breakdown=True).feed(("\n".join(lines) + "\n").encode(), tally)
-    assert dict(tally.failures) == {"bad_credentials": 4}
-    assert tally.users == {"testt": 1, "admin": 1, "USER": 1, "robot-backend": 1}
-    assert parse_harbor_core(HARBOR_BASIC).client == "192.168.122.123"
+    assert dict(tally.failures) == {"bad_credentials": 5}
+    assert tally.users == {"testt": 2, "admin": 1, "USER": 1, "robot-backend": 1}
+    assert parse_harbor_core(HARBOR_BASIC)[0].client == "192.168.122.123"
     expired = HARBOR_ROBOT.replace("failed to authenticate robot account", "the robot account is expired")
-    assert parse_harbor_core(expired).reason == "robot_expired"
+    assert parse_harbor_core(expired)[0].reason == "robot_expired"
+
+
+def robot_chain(name: str, request_id: str, second: int, files=("robot.go", "robot2.go")) -> list[str]:
+    """The lines Harbor core writes for one failed robot login: each robot generator, then basic_auth
+    trying the same credentials as a user (src/server/middleware/security/security.go runs them in order)."""
+    ts = f"2026-03-01T10:00:{second:02d}Z"
+    lines = [f'{ts} [ERROR] [/server/middleware/security/{file}:{47 + i}][requestID="{request_id}"]: failed to '
+             f"authenticate robot account: {name}" for i, file in enumerate(files)]
+    lines.append(f'{ts} [ERROR] [/server/middleware/security/basic_auth.go:72][client IP="10.0.0.1" '
+                 f'requestID="{request_id}" user agent="docker/27"]: failed to authenticate user:{name}, '
+                 "error:Failed to authenticate user, due to error 'Invalid credentials'")
+    return lines
+
+
+def test_harbor_robot_login_logged_three_times_counts_once():
+    block = robot_chain("robot$proj+ci", "r-1", 1) + robot_chain("robot$proj+ci", "r-2", 2, files=("robot2.go",))
+    # two requests of the same robot interleaved, with one client-chosen request id for both
+    first, second = robot_chain("robot$proj+ci", "same", 3), robot_chain("robot$proj+ci", "same", 3)
+    block += [line for pair in zip(first, second) for line in pair]
+    tally = Tally()
+    Parser("harbor-core").feed(("\n".join(block) + "\n").encode(), tally)
+    assert dict(tally.failures) == {"bad_credentials": 4}
+
+
+def test_harbor_1000_failed_logins_with_one_request_id_count_1000():
+    line = ('2026-03-01T10:00:00Z [ERROR] [/server/middleware/security/basic_auth.go:72][client IP="10.0.0.1" '
+            'requestID="constant" user agent="hydra"]: failed to authenticate user:admin, error:Failed to '
+            "authenticate user, due to error 'Invalid credentials'")
+    tally = Tally()
+    parser = Parser("harbor-core")
+    for _ in range(10):
+        parser.feed(("\n".join([line] * 100) + "\n").encode(), tally)
+    assert dict(tally.failures) == {"bad_credentials": 1000}
 
 
 def test_harbor_proxy_and_nginx():
@@ -127,6 +164,13 @@ def test_harbor_proxy_and_nginx():
         [CHALLENGE, FAILURE, ATTEMPT]
     assert [e.kind if (e := parse_nginx(line)) else None for line in NGINX] == [ATTEMPT, FAILURE, CHALLENGE, None]
     assert parse_nginx(NGINX[1]).user == "mallory"
+    # the path is compared as nginx routes it: "//v2/" and "%2F" spellings are still the registry API
+    for path in ("//v2/", "/v2//lib/app/manifests/v1", "/%76%32/", "/x/../v2/"):
+        line = NGINX[1].replace('"GET /v2/ ', f'"GET {path} ')
+        assert (parse_nginx(line).kind, parse_nginx(line).user) == (FAILURE, "mallory"), path
+    # nginx escapes quotes in $remote_user but not spaces or brackets
+    spaced = NGINX[1].replace(" mallory ", " a b [01/Jan/2026:00:00:00 +0000] c ")
+    assert (parse_nginx(spaced).kind, parse_nginx(spaced).user) == (FAILURE, "a b [01/Jan/2026:00:00:00 +0000] c")
 
 
 def test_sniff():
@@ -136,3 +180,73 @@ def test_sniff():
     assert sniff(HARBOR_PROXY) == "harbor-proxy"
     assert sniff(NGINX) == "nginx"
     assert sniff(["\x00\x01garbage", ""]) is None
+
+
+# --------------------------------------------------------------------------- lines a client writes into the log
+
+
+def injection(username: bytes, status: int = 401) -> bytes:
+    """The access line docker-registry 2.8.2 writes for ``GET http://<username>@host/v2/`` (gorilla writes
+    the URL's username as it is, so its newlines end lines): head, injected lines, tail."""
+    target = "http://" + quote(username, safe="") + "@127.0.0.1:5000/v2/"
+    return (b"127.0.0.1 - " + username + b' [23/Nov/2026:02:50:00 +0000] "GET ' + target.encode() +
+            b' HTTP/1.1" ' + str(status).encode() + b' 87 "" "curl/8"\n')
+
+
+FORGED = [TEXT_GOOD.encode(), TEXT_BAD[1].encode(), JSON_LINES[0].encode()]
+
+
+def test_lines_injected_through_an_access_log_username_are_not_counted():
+    block = (TEXT_ANON[0] + "\n").encode() + injection(b"x\n" + b"\n".join(FORGED) + b"\ny")
+    block += (TEXT_GOOD + "\n").encode()
+    for cut in (None, block.index(FORGED[1]), block.index(b"y [23/Nov")):  # whole, and split at line boundaries
+        tally, parser = Tally(), Parser("distribution")
+        if cut is None:
+            parser.feed(block, tally)
+        else:
+            parser.feed(block[:cut], tally)
+            parser.feed(block[cut:], tally)
+        assert (tally.requests, dict(tally.failures), tally.challenges) == (1, {}, 1)
+        assert parser.errors["injected"] == 3 and not parser.holding
+
+
+def test_held_lines_survive_a_restart_and_genuine_lines_among_them_count():
+    head, forged_first, rest = injection(b"x\n" + b"\n".join(FORGED) + b"\ny").split(b"\n", 2)
+    first = Parser("distribution")
+    tally = Tally()
+    first.feed((TEXT_ANON[0] + "\n").encode() + head + b"\n" + forged_first + b"\n" + (TEXT_GOOD + "\n").encode(),
+               tally)
+    assert first.holding and tally.requests == 0
+    second = Parser("distribution")  # a restart resumes from the saved state
+    second.restore(json.loads(json.dumps(first.state())))
+    second.feed(rest, tally)  # the rest of the injection, then the tail
+    # the genuine good request written between the head and the tail counts; the forged lines do not
+    assert (tally.requests, dict(tally.failures), tally.challenges) == (1, {}, 1)
+    assert second.errors["injected"] == 3
+
+
+def test_a_head_without_tail_is_counted_after_release():
+    tally, parser = Tally(), Parser("distribution")
+    parser.feed(b"127.0.0.1 - x\n" + (TEXT_GOOD + "\n").encode(), tally)
+    assert parser.holding and tally.requests == 0
+    parser.release(tally)
+    assert tally.requests == 1 and not parser.holding
+
+
+def test_a_consistent_access_line_with_a_user_is_just_an_access_line():
+    line = injection(b'a msg="authorized request" b')
+    tally, parser = Tally(), Parser("distribution")
+    parser.feed(line + (TEXT_GOOD + "\n").encode(), tally)
+    assert tally.requests == 1 and not parser.holding
+
+
+def test_client_address_connection_uses_only_the_peer_address():
+    warn = TEXT_BAD[1]
+    assert parse_distribution(warn).client == "127.0.0.1"
+    assert parse_distribution(warn, "connection").client == ""  # remoteaddr comes from X-Forwarded-For
+    assert parse_harbor_core(HARBOR_BASIC, "connection")[0].client == ""
+    assert parse_nginx(NGINX[1], "connection").client == "10.1.2.4"  # $remote_addr is the peer
+    tally = Tally()
+    Parser("distribution", breakdown=True, client_source="connection").feed(("\n".join(TEXT_BAD) + "\n").encode(),
+                                                                            tally)
+    assert dict(tally.failures) == {"bad_credentials": 1} and not tally.clients

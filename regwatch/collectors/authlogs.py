@@ -2,10 +2,10 @@
 
 One job per ``auth_logs`` entry. Example exposition::
 
-    # HELP regwatch_auth_requests_total Requests that presented credentials (anonymous challenges excluded).
+    # HELP regwatch_auth_requests_total Requests that presented credentials (anonymous challenges excluded); ...
     # TYPE regwatch_auth_requests_total counter
     regwatch_auth_requests_total{source="registry"} 1520.0
-    # HELP regwatch_auth_failures_total Requests whose credentials were refused, by reason.
+    # HELP regwatch_auth_failures_total Requests whose credentials were refused, by reason; ...
     # TYPE regwatch_auth_failures_total counter
     regwatch_auth_failures_total{reason="bad_credentials",source="registry"} 31.0
     regwatch_auth_failures_total{reason="insufficient_scope",source="registry"} 0.0
@@ -13,17 +13,15 @@ One job per ``auth_logs`` entry. Example exposition::
     # TYPE regwatch_auth_log_read_errors_total counter
     regwatch_auth_log_read_errors_total{reason="unreadable",source="registry"} 0.0
 
-Counters are read in the background every ``interval`` and survive restarts: the totals
-are saved with the log positions (one atomic write), and a restarted regwatch continues
-from them, so ``rate()`` sees no reset and no line is counted twice.
+A file source is followed by a ``regwatch.logs.stream.FileStream`` thread that counts lines as
+they are written; this collector's ``collect()`` only copies its counters, so the job runs every
+``PUBLISH_SECONDS`` and a burst reaches ``/metrics`` within about a second. Counters survive
+restarts: the totals are saved with the log positions (one atomic write), and a restarted
+regwatch continues from them, so ``rate()`` sees no reset and no line is counted twice.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
-import threading
-from collections import Counter
 from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -31,179 +29,82 @@ from prometheus_client.metrics_core import Metric
 
 from regwatch.budget import Budget
 from regwatch.collectors import Collector, Contexts, Job, job_factory
+from regwatch.collectors.elasticsearch import ElasticsearchCollector
 from regwatch.config import AuthLogConfig, Config
-from regwatch.logs.follower import Follower
-from regwatch.logs.parsers import REASONS, Parser, Tally, sniff
-from regwatch.logs.positions import PositionsError, PositionsFile
+from regwatch.logs.stream import FileStream
+from regwatch.logs.tally import auth_families
 
-log = logging.getLogger("regwatch.authlogs")
-
-ERROR_REASONS = ("unreadable", "missing", "read", "truncated", "line_too_long", "binary", "corrupt_positions",
-                 "positions_write", "query")
-SNIFF_LINES = 50
-
-
-def auth_families(source: str, tally: Tally, errors: Counter, top_n: int) -> list[Metric]:
-    """The metric families of one source (shared by the file and Elasticsearch sources)."""
-    requests = CounterMetricFamily("regwatch_auth_requests",
-                                   "Requests that presented credentials (anonymous challenges excluded).",
-                                   labels=["source"])
-    requests.add_metric([source], tally.requests)
-    failures = CounterMetricFamily("regwatch_auth_failures", "Requests whose credentials were refused, by reason.",
-                                   labels=["source", "reason"])
-    for reason in sorted(set(REASONS) | set(tally.failures)):
-        failures.add_metric([source, reason], tally.failures.get(reason, 0))
-    challenges = CounterMetricFamily("regwatch_auth_challenges",
-                                     "Anonymous requests answered with an auth challenge (normal protocol, not "
-                                     "attempts).", labels=["source"])
-    challenges.add_metric([source], tally.challenges)
-    read_errors = CounterMetricFamily("regwatch_auth_log_read_errors", "Problems reading the source, by reason.",
-                                      labels=["source", "reason"])
-    for reason in sorted(set(ERROR_REASONS) | set(errors)):
-        read_errors.add_metric([source, reason], errors.get(reason, 0))
-    families: list[Metric] = [requests, failures, challenges, read_errors]
-    if top_n:
-        for label, counts in (("user", tally.users), ("client", tally.clients)):
-            family = CounterMetricFamily(f"regwatch_auth_{label}_failures",
-                                         f"Failures of the top {top_n} {label}s by failures (opt-in: top_n).",
-                                         labels=["source", label])
-            for value, count in counts.most_common(top_n):
-                family.add_metric([source, value], count)
-            families.append(family)
-    return families
-
-
-def tally_to_json(tally: Tally) -> dict:
-    return {"requests": tally.requests, "failures": dict(tally.failures), "challenges": tally.challenges,
-            "lines": tally.lines, "binary_lines": tally.binary_lines, "users": dict(tally.users),
-            "clients": dict(tally.clients)}
-
-
-def tally_from_json(data: dict) -> Tally:
-    def count(key: str) -> int:
-        value = data.get(key, 0)
-        if type(value) is not int or value < 0:
-            raise ValueError(f"counter {key!r} must be a non-negative integer")
-        return value
-
-    def counter(key: str) -> Counter:
-        value = data.get(key, {})
-        if not isinstance(value, dict) or not all(type(v) is int and v >= 0 for v in value.values()):
-            raise ValueError(f"counter {key!r} must map names to non-negative integers")
-        return Counter({str(k): v for k, v in value.items()})
-
-    return Tally(count("requests"), counter("failures"), count("challenges"), count("lines"), count("binary_lines"),
-                 counter("users"), counter("clients"))
-
-
-def _bound(counts: Counter, keep: int) -> None:
-    """Keep the ``keep`` largest entries: the per-user/per-client memory stays bounded."""
-    if len(counts) > keep:
-        kept = dict(counts.most_common(keep))
-        counts.clear()
-        counts.update(kept)
+# How often the runner copies a file source's live counters into /metrics. The runner renders a
+# job's families only when its collect() runs, so this is the freshness of the auth counters: every
+# second while the logs are quiet (an idle source costs one copy a second), every BUSY_SECONDS while
+# lines keep coming (the collector shortens its own job's interval; the runner reads it each round).
+PUBLISH_SECONDS = 1.0
+BUSY_SECONDS = 0.25
+BUSY_FOR = 3.0  # seconds after the last counted line
+# A file collection is a copy of counters in memory.
+FILE_SECONDS = 10.0
 
 
 class AuthLogCollector(Collector):
-    """Follows the log files of one ``auth_logs`` entry and counts auth attempts and failures."""
+    """Exports the live counters of the files of one ``auth_logs`` entry."""
 
     name = "authlogs"
 
-    def __init__(self, source: AuthLogConfig):
+    def __init__(self, source: AuthLogConfig, *, use_inotify: bool = True, background: bool = True):
         self.source = source
-        self.follower = Follower(source.path or "", start_at=source.start_at)
-        self.positions = PositionsFile(source.positions_file) if source.positions_file else None
-        self.format: str | None = None if source.format == "auto" else source.format
-        self.parser: Parser | None = None
-        self.totals = Tally()
-        self.errors: Counter = Counter()
-        self._lock = threading.Lock()
-        self._load()
+        # background=False: no follower thread; each collect() reads what is new (tests, benchmarks)
+        self.background = background
+        self.job: Job | None = None  # set by auth_job: its interval follows the source's activity
+        self.stream = FileStream(source.name, source.path or "", fmt=source.format, start_at=source.start_at,
+                                 positions_file=str(source.positions_file) if source.positions_file else None,
+                                 top_n=source.top_n, client_source=source.client_address, use_inotify=use_inotify)
 
-    def _load(self) -> None:
-        if self.positions is None:
-            return
-        state, problems = self.positions.load()
-        for problem in problems:
-            log.error(f"{problem}; {'resuming from the backup' if state else 'starting over at the end of the logs'}",
-                      extra={"source": self.source.name})
-            self.errors["corrupt_positions"] += 1
-        if state is None:
-            return
-        try:
-            totals = tally_from_json(state.get("counters", {}))
-            errors = Counter(state.get("errors", {}))
-            saved_format = state.get("format")
-            if saved_format is not None and self.source.format == "auto":
-                self.format = str(saved_format)
-            self._make_parser(self.format)
-            if self.parser is not None:
-                self.parser.restore(state.get("parser", {}))
-            self.follower.restore(state)
-            self.totals = totals
-            self.errors = errors + self.errors
-        except (ValueError, TypeError, KeyError) as exc:
-            log.error(f"positions file {self.positions.path} is corrupt ({exc}); starting over at the end of the logs",
-                      extra={"source": self.source.name})
-            self.errors["corrupt_positions"] += 1
-            self.follower = Follower(self.source.path or "", start_at=self.source.start_at)
-
-    def _make_parser(self, fmt: str | None) -> None:
-        if fmt is not None and self.parser is None:
-            self.parser = Parser(fmt, breakdown=self.source.top_n > 0)
-
-    def _parser_for(self, block: bytes) -> Parser:
-        if self.parser is None:
-            lines = block[:1 << 16].decode("utf-8", "replace").splitlines()[:SNIFF_LINES]
-            sniffed = sniff(lines)
-            if sniffed:
-                log.info("detected the log format", extra={"source": self.source.name, "format": sniffed})
-                self.format = sniffed
-            self._make_parser(sniffed or "distribution")
-        return self.parser  # type: ignore[return-value]
+    @property
+    def totals(self):
+        return self.stream.snapshot()[0]
 
     def collect(self) -> Iterable[Metric]:
-        with self._lock:
-            pending = copy.deepcopy(self.totals)
-            errors_before = Counter(self.follower.errors)
-            for block in self.follower.read():
-                self._parser_for(block).feed(block, pending)
-            errors = self.errors + (Counter(self.follower.errors) - errors_before)
-            errors["binary"] += pending.binary_lines - self.totals.binary_lines
-            keep = max(10 * self.source.top_n, 100)
-            _bound(pending.users, keep)
-            _bound(pending.clients, keep)
-            if self.positions is not None:
-                state = {"source": self.source.name, "format": self.format, **self.follower.positions(),
-                         "counters": tally_to_json(pending), "errors": {k: v for k, v in errors.items() if v},
-                         "parser": self.parser.state() if self.parser else {}}
-                try:
-                    self.positions.save(state)
-                except PositionsError as exc:
-                    log.error(str(exc), extra={"source": self.source.name})
-                    errors["positions_write"] += 1
-            self.totals, self.errors = pending, errors
-            families = auth_families(self.source.name, pending, errors, self.source.top_n)
-            lines = CounterMetricFamily("regwatch_auth_log_lines", "Log lines read.", labels=["source"])
-            lines.add_metric([self.source.name], pending.lines)
-            followed = GaugeMetricFamily("regwatch_auth_log_files", "Log files being followed.", labels=["source"])
-            followed.add_metric([self.source.name], len(self.follower.files))
-            lag = GaugeMetricFamily("regwatch_auth_log_lag_bytes", "Bytes written to the logs and not read yet.",
+        if not self.stream.started:
+            self.stream.start(self.background)  # loads the saved state and starts following
+        elif not self.background:
+            self.stream.pump()
+        tally, errors, files, lag = self.stream.snapshot()
+        if self.job is not None:
+            quiet = min(self.source.interval, PUBLISH_SECONDS)
+            self.job.interval = min(quiet, BUSY_SECONDS) if self.stream.busy(BUSY_FOR) else quiet
+        families = auth_families(self.source.name, tally, errors, self.source.top_n)
+        lines = CounterMetricFamily("regwatch_auth_log_lines", "Log lines read; cached, updated as they are written.",
                                     labels=["source"])
-            lag.add_metric([self.source.name], self.follower.lag_bytes())
-        return [*families, lines, followed, lag]
+        lines.add_metric([self.source.name], tally.lines)
+        followed = GaugeMetricFamily("regwatch_auth_log_files", "Log files being followed.", labels=["source"])
+        followed.add_metric([self.source.name], files)
+        lag_family = GaugeMetricFamily("regwatch_auth_log_lag_bytes",
+                                       "Bytes written to the logs and not read yet (at the end of the last read).",
+                                       labels=["source"])
+        lag_family.add_metric([self.source.name], lag)
+        return [*families, lines, followed, lag_family]
 
     def close(self) -> None:
-        self.follower.close()
+        self.stream.stop()
+
+
+def es_budget(source: AuthLogConfig) -> Budget:
+    """An Elasticsearch collection: ``deadline`` in all, each request at most ``timeout``, no retries
+    (the next collection is the retry)."""
+    es = source.elasticsearch
+    return Budget(timeout=es.timeout, retries=0, backoff=0.0, retry_after_cap=0.0, collection=es.deadline)
+
+
+def auth_job(source: AuthLogConfig) -> Job:
+    """The one place an auth source's job (collector, interval, budget) is built."""
+    if source.elasticsearch is not None:
+        return Job(source.name, ElasticsearchCollector(source), source.interval, es_budget(source))
+    collector = AuthLogCollector(source)
+    collector.job = Job(source.name, collector, min(source.interval, PUBLISH_SECONDS), Budget.local(FILE_SECONDS))
+    return collector.job
 
 
 @job_factory("authlogs", help="Authentication attempts and failures from registry logs or Elasticsearch.")
 def authlog_jobs(config: Config, contexts: Contexts) -> Iterable[Job]:
     for source in config.auth_logs:
-        if source.elasticsearch is not None:
-            from regwatch.logs.elasticsearch import ElasticsearchCollector
-
-            collector: Collector = ElasticsearchCollector(source)
-        else:
-            collector = AuthLogCollector(source)
-        yield Job(source.name, collector, source.interval, Budget.local(max(source.interval, 30.0)))
+        yield auth_job(source)

@@ -18,8 +18,13 @@ caller has counted those blocks. Rules:
   the fingerprint, read from the old offset to its end. Then the truncated file from 0.
 * A partial last line stays unread until its newline arrives. A line longer than
   ``max_line_bytes`` is skipped (and reported), never buffered whole.
-* At most one rotation between two reads is followed exactly; rotating faster than the poll
-  interval can lose a whole generation (as with every tailer that does not glob the copies).
+* At most one rotation between two reads is followed exactly; rotating faster than the
+  reader can lose a whole generation (as with every tailer that does not glob the copies).
+  regwatch reads as soon as inotify reports a change, so this takes two rotations within
+  milliseconds.
+* One ``read()`` pass reads at most ``max_bytes_per_read`` bytes of each live file; the caller
+  starts the next pass at once (``more`` says so), so a burst is never spread over intervals,
+  and between passes the positions match exactly what was yielded.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ def _read_prefix(fd: int, length: int) -> bytes:
 
 class Follower:
     def __init__(self, pattern: str, *, start_at: str = "end", max_line_bytes: int = CHUNK,
-                 rotated_grace: float = 60.0, max_bytes_per_read: int = 256 << 20,
+                 rotated_grace: float = 60.0, max_bytes_per_read: int = 64 << 20,
                  clock=time.monotonic):
         self.pattern = pattern
         self.start_at = start_at
@@ -95,6 +100,8 @@ class Follower:
         # Problems of the last read, by bounded reason; the caller turns them into metrics.
         self.errors: Counter = Counter()
         self._last_problem: dict[str, str] = {}
+        # True when the last pass stopped at max_bytes_per_read with bytes still unread.
+        self.more = False
 
     # ------------------------------------------------------------------ state
 
@@ -117,6 +124,10 @@ class Follower:
     def close(self) -> None:
         for tracked in self.files.values():
             tracked.close()
+
+    def names(self) -> list[str]:
+        """Base names of the files followed now (a rotated copy's name starts with one of them)."""
+        return sorted({os.path.basename(tracked.path) for tracked in self.files.values()})
 
     def lag_bytes(self) -> int:
         """Bytes written to the followed files and not read yet."""
@@ -146,11 +157,14 @@ class Follower:
     def read(self) -> Iterator[bytes]:
         """Blocks of complete lines from every followed file, oldest generation first."""
         self._discover()
-        budget = [self.max_bytes_per_read]
+        self.more = False
         ordered = sorted(self.files.values(), key=lambda f: (f.rotated_since is None, f.path))
         for tracked in ordered:
+            budget = [self.max_bytes_per_read]
             try:
                 yield from self._read_file(tracked, budget)
+                if budget[0] <= 0:
+                    self.more = True
             except OSError as exc:
                 self._problem("read", tracked.path, f"cannot read log file {tracked.path}: {exc.strerror or exc}; "
                               "regwatch retries on the next run")

@@ -1,7 +1,8 @@
 """The positions file: where each followed log was read up to, and the counter totals that reading produced.
 
-Offsets and totals live in one JSON document written atomically (temp file, fsync,
-rename), so after a crash or kill -9 they always agree: the restarted process resumes at
+Offsets and totals live in one JSON document written atomically (``regwatch.atomic``: temp
+file, fsync, rename, fsync of the directory), so after a crash or kill -9 they always agree: the
+restarted process resumes at
 the saved offsets with the saved totals and neither loses nor double-counts a line. The
 previous good version is kept beside it as ``<file>.bak`` (a hard link, so the main file
 never disappears); if the main file is corrupt, the backup is an older but equally
@@ -14,6 +15,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from regwatch.atomic import write_atomic
 
 VERSION = 1
 
@@ -79,26 +82,15 @@ class PositionsFile:
 
     def save(self, state: dict) -> None:
         """Write ``state`` atomically; raises PositionsError if the directory is not writable."""
-        state = {"version": VERSION, **state}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        data = json.dumps({"version": VERSION, **state}, separators=(",", ":"))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as handle:
-                json.dump(state, handle, separators=(",", ":"))
-                handle.flush()
-                os.fsync(handle.fileno())
             if self.path.exists():
                 link = self.backup.with_name(self.backup.name + ".new")
                 link.unlink(missing_ok=True)
                 os.link(self.path, link)
                 os.replace(link, self.backup)
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_atomic(self.path, data)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise PositionsError(f"cannot write positions file {self.path}: {exc.strerror or exc}; "
                                  "make its directory writable by regwatch or change positions_file") from None

@@ -33,6 +33,11 @@ server without it). Queries support the clauses regwatch sends: bool
 (``format: epoch_millis``), term, terms, prefix, exists, match_all. Index patterns are
 comma-separated globs. A PIT here sees documents added after it opened (real ES would not);
 regwatch opens a fresh PIT per run, so this does not change what it counts.
+
+``hostile`` turns the search endpoint into a cluster that cannot be trusted: ``endless`` answers
+every page with a full page of new hits and a new ``search_after`` cursor, forever; ``huge``
+streams a 200 MB body; ``trickle`` sends its answer one byte every 0.2 s; ``garbage`` answers
+``hits`` that are not hits (a list of numbers); ``not_json`` answers bytes that are not JSON.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import fnmatch
 import json
 import re
 import threading
+import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -127,8 +133,10 @@ def compat_error(major: int, accept: str | None, content_type: str | None, has_b
 
 class FakeElasticsearch:
     def __init__(self, major: int = 9, version: str | None = None, root_status: int = 200,
-                 authorization: str | None = None):
+                 authorization: str | None = None, hostile: str | None = None):
         self.major = major
+        self.hostile = hostile
+        self.endless_served = 0
         self.authorization = authorization
         self.version = version or VERSIONS[major]
         self.root_status = root_status
@@ -234,11 +242,52 @@ class FakeElasticsearch:
                     fake.pits[pit_id] = m.group(1)
                     return self._reply(200, {"id": pit_id})
                 if method == "POST" and parts.path == "/_search":
+                    if fake.hostile:
+                        return self._hostile(body)
                     return self._reply(200, fake._search(body))
                 if method == "DELETE" and parts.path == "/_pit":
                     freed = fake.pits.pop(body.get("id"), None) is not None
                     return self._reply(200, {"succeeded": True, "num_freed": int(freed)})
                 self._reply(404, {"error": f"no handler for {method} {parts.path}", "status": 404})
+
+            def _hostile(self, body: dict) -> None:
+                kind = fake.hostile
+                if kind == "endless":
+                    start = fake.endless_served
+                    fake.endless_served += body.get("size", 10)
+                    now = int(time.time() * 1000)
+                    hits = [{"_index": "logs-x", "_id": f"e{start + i}", "_score": None, "sort": [now, start + i]}
+                            for i in range(body.get("size", 10))]
+                    return self._reply(200, {"pit_id": body["pit"]["id"], "took": 1, "timed_out": False,
+                                             "hits": {"hits": hits}})
+                self.send_response(200)
+                self.send_header("X-Elastic-Product", "Elasticsearch")
+                self.send_header("Content-Type", "application/json" if self.compat is None
+                                 else f"application/vnd.elasticsearch+json;compatible-with={self.compat}")
+                if kind == "huge":
+                    self.send_header("Content-Length", str(200 << 20))
+                    self.end_headers()
+                    chunk = b"[" * (1 << 20)
+                    try:
+                        for _ in range(200):
+                            self.wfile.write(chunk)
+                    except OSError:
+                        pass  # the client stopped reading, as it should
+                    return
+                payload = {"garbage": b'{"hits": {"hits": [1, 2, 3]}}', "not_json": b"\x00\xffnot json at all",
+                           "trickle": b'{"hits": {"hits": []}}' + b" " * 4096}[kind]
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if kind == "trickle":
+                    try:
+                        for byte in payload:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    except OSError:
+                        pass
+                    return
+                self.wfile.write(payload)
 
             def do_GET(self):
                 self._route("GET")
