@@ -192,7 +192,7 @@ def test_replication_gc_scans_jobservice_and_robots(fake, tmp_path):
     assert g("regwatch_harbor_gc_last_success_timestamp_seconds", target="h") == T0 + 60
     assert g("regwatch_harbor_gc_next_run_timestamp_seconds", target="h") == T0 + 86400
     assert g("regwatch_harbor_purge_audit_last_run_succeeded", target="h") == 1
-    assert g("regwatch_harbor_purge_audit_next_run_timestamp_seconds", target="h") is None  # schedule None
+    assert g("regwatch_harbor_purge_audit_next_run_timestamp_seconds", target="h") == T0 + 5 * 86400
     assert g("regwatch_harbor_scan_all_tasks", target="h", status="Error") == 5
     assert g("regwatch_harbor_scan_all_ongoing", target="h") == 1
     assert g("regwatch_harbor_vulnerabilities", target="h", severity="critical") == 3

@@ -57,13 +57,14 @@ def test_gc_next_run_counts_from_the_last_scheduled_run_not_a_manual_one(fake, t
     assert schedule(scrape, "period_seconds", "gc") == DAY
     # Harbor's own next_scheduled_time (counted from its now) is exported as it is, beside the watchdog.
     assert scrape.get("regwatch_harbor_gc_next_run_timestamp_seconds", target="h") == T0 + DAY
-    # The audit-log purge has no schedule (type None): no watchdog series for it.
-    assert schedule(scrape, "next_run_timestamp_seconds", "purge_audit") is None
-    fake.purge_schedule = {"type": "Weekly", "cron": "0 0 0 * * 0"}
-    scrape.run()
+    # The audit-log purge runs weekly (Sunday 00:00); its last scheduled run was at T0 + 100.
     sunday = datetime(2023, 11, 19, tzinfo=timezone.utc).timestamp()  # the first Sunday after T0 + 100
     assert schedule(scrape, "next_run_timestamp_seconds", "purge_audit") == sunday
     assert schedule(scrape, "period_seconds", "purge_audit") == 7 * DAY
+    # Unscheduled (type None): no watchdog series for it.
+    fake.purge_schedule = {"type": "None"}
+    scrape.run()
+    assert schedule(scrape, "next_run_timestamp_seconds", "purge_audit") is None
     scrape.close()
 
 
