@@ -78,6 +78,16 @@ def test_a_schedule_that_never_ran_is_due_after_it_was_set_up(fake, tmp_path):
     scrape.close()
 
 
+def test_a_harbor_that_never_had_a_schedule_answers_empty_bodies_and_gets_no_watchdog(fake, tmp_path):
+    fake.gc_schedule = fake.purge_schedule = fake.scan_all_schedule = None
+    scrape = Scrape(only(tmp_path, fake, "gc", "scans")).run()
+    assert {s["collector"]: s["last_error"] for s in scrape.runner.status()} == {
+        "harbor": "", "harbor_gc": "", "harbor_scans": ""}
+    assert [k for k in scrape.samples if k[0].startswith("regwatch_harbor_schedule_")] == []
+    assert scrape.get("regwatch_harbor_gc_last_run_succeeded", target="h") == 0  # the runs are still read
+    scrape.close()
+
+
 def test_replication_watchdog_for_enabled_cron_policies_only_and_the_trigger_type(fake, tmp_path):
     # Ten manual runs after the last scheduled one: regwatch asks Harbor for the scheduled one itself.
     fake.executions[1][:0] = [fake.execution(100 + k, 1, "Succeed", T0 + 9000 + k, trigger="manual")

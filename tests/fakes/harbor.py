@@ -72,7 +72,7 @@ def iso(ts: float) -> str:
 
 
 T0 = 1_700_000_000.0
-NULL = object()  # an endpoint that answers the JSON null (Harbor's answer for "no schedule")
+NULL = object()  # an endpoint whose payload is nil: 200 with an empty body (Harbor's answer for "no schedule")
 
 
 def _route_table() -> list[tuple[re.Pattern, str]]:
@@ -134,10 +134,10 @@ class FakeHarbor:
             2: [], 3: [self.execution(12, 3, "Succeed", T0 + 50, trigger="event_based", succeed=1)]}
         self.gc_runs = [self.gc_run(3, "Running", T0 + 7200, kind="MANUAL"), self.gc_run(2, "Error", T0 + 3600),
                         self.gc_run(1, "Success", T0, freed=(512 * 1024 * 1024, 120, 8))]
-        self.gc_schedule = {"type": "Daily", "cron": "0 0 0 * * *", "next_scheduled_time": iso(T0 + 86400)}
+        self.gc_schedule: dict | None = {"type": "Daily", "cron": "0 0 0 * * *", "next_scheduled_time": iso(T0 + 86400)}
         self.gc_schedule_updated = T0 - 86400
         self.purge_runs = [self.gc_run(5, "Success", T0 + 100, job_name="PURGE_AUDIT_LOG")]
-        self.purge_schedule = {"type": "Weekly", "cron": "0 0 0 * * 0", "next_scheduled_time": iso(T0 + 5 * 86400)}
+        self.purge_schedule: dict | None = {"type": "Weekly", "cron": "0 0 0 * * 0", "next_scheduled_time": iso(T0 + 5 * 86400)}
         self.scan_all_schedule: dict | None = {"type": "Daily", "cron": "0 0 2 * * *"}
         self.scheduler_paused = False
         # retention id -> its project, cron ("" = no schedule) and executions (newest first)
@@ -410,8 +410,8 @@ class FakeHarbor:
         if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], int):
             items, total = result
             self._list(handler, template, parts.path, query, items, total, page, size)
-        elif result is NULL:
-            self._json(handler, template, 200, None)
+        elif result is NULL:  # go-swagger writes no body for a nil payload
+            self._send(handler, 200, b"", "application/json")
         elif result is None:
             self._error(handler, 404, "NOT_FOUND", "not found")
         else:
@@ -541,6 +541,8 @@ class FakeHarbor:
         return self._history(self.gc_runs, q)
 
     def get_system_gc_schedule(self, role, q):
+        if self.gc_schedule is None:
+            return NULL
         return {"id": 1, "job_name": "", "job_kind": self.gc_schedule.get("cron", ""), "job_parameters": "{}",
                 "schedule": self.gc_schedule, "job_status": "Success", "deleted": False,
                 "creation_time": iso(self.gc_schedule_updated), "update_time": iso(self.gc_schedule_updated)}
@@ -549,6 +551,8 @@ class FakeHarbor:
         return self._history(self.purge_runs, q)
 
     def get_system_purgeaudit_schedule(self, role, q):
+        if self.purge_schedule is None:
+            return NULL
         return {"id": 2, "job_name": "", "job_kind": self.purge_schedule.get("cron", ""),
                 "schedule": self.purge_schedule,
                 "job_status": "", "deleted": False, "creation_time": iso(T0), "update_time": iso(T0)}
@@ -562,7 +566,7 @@ class FakeHarbor:
     def get_schedules(self, role, q):
         rows = [{"id": 1, "vendor_type": "GARBAGE_COLLECTION", "vendor_id": -1,
                  "cron": self.gc_schedule.get("cron", ""),
-                 "update_time": iso(self.gc_schedule_updated)}]
+                 "update_time": iso(self.gc_schedule_updated)}] if self.gc_schedule else []
         rows += [{"id": 10 + rid, "vendor_type": "RETENTION", "vendor_id": rid, "cron": r["cron"],
                   "update_time": iso(r["updated"])} for rid, r in sorted(self.retentions.items()) if r["cron"]]
         return (lambda a, b: rows[a:b]), len(rows)

@@ -329,8 +329,12 @@ class HarborAPI:
                           "is url the Harbor address (not its registry or a proxy login page)?")
 
     def get(self, path: str, params: dict | None = None, *, endpoint: str | None = None) -> Any:
-        """GET ``path`` (under /api/v2.0) and return its JSON, any shape; NotCollected if unavailable for us."""
+        """GET ``path`` (under /api/v2.0) and return its JSON, any shape (None for an empty body: go-swagger
+        writes nothing for a nil payload, which is how Harbor answers "no schedule"); NotCollected if
+        unavailable for us."""
         resp = self._answer(endpoint or path, lambda: self._get(path, params))
+        if not resp.content.strip():
+            return None
         return self._json(resp, path)
 
     def obj(self, path: str, params: dict | None = None, *, endpoint: str | None = None) -> Fields:
