@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # regwatch: Prometheus exporter and SRE agent for private container registries.
 #   docker build -t regwatch .
+#   docker run --rm -v $PWD/regwatch.yml:/etc/regwatch/config.yaml:ro regwatch check-config /etc/regwatch/config.yaml
 #   docker run --rm -p 9732:9732 -v $PWD/regwatch.yml:/etc/regwatch/config.yaml:ro regwatch
 # The image runs as an unprivileged user on a read-only root file system: only /tmp needs to
 # be writable (mount an emptyDir there), and state such as log positions goes to a volume.
@@ -11,7 +12,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY regwatch ./regwatch
 RUN pip wheel --wheel-dir /wheels .
 

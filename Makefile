@@ -4,39 +4,64 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_ARGS ?=
 
-# Debian packages the demo and the tests start for real.
-DEB_PACKAGES := docker-registry prometheus prometheus-pushgateway prometheus-blackbox-exporter \
-	mtail skopeo umoci apache2-utils openssl ca-certificates
+# Debian packages `make demo` starts for real: docker-registry, and htpasswd (apache2-utils) for its users.
+DEMO_DEBS := docker-registry apache2-utils ca-certificates
+# ... and those the tests and benchmarks start or call as well (each tool a subprocess runs):
+#   prometheus: prometheus, promtool          prometheus-pushgateway, prometheus-blackbox-exporter, mtail
+#   skopeo, umoci: image copies and layouts    openssl: `openssl dgst` (bench)   mount: mount/umount (e2e tmpfs)
+# (df, script and the rest come with every Debian: coreutils, bsdutils; process checks use psutil, not ps.)
+TEST_DEBS := $(DEMO_DEBS) prometheus prometheus-pushgateway prometheus-blackbox-exporter mtail skopeo umoci \
+	openssl mount
 
-.PHONY: demo test deps venv bench generate clean
+.PHONY: demo test test-fast deps demo-deps venv bench generate clean
 
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# $(call debs,PACKAGES): apt-get install whichever of PACKAGES (and python3-venv) is missing.
+define debs
+	@missing=""; for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
-	if ! $(PYTHON) -m venv --help >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
+	if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+		missing="$$missing python3-venv"; fi; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
 
-$(BIN)/regwatch: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+demo-deps:
+	$(call debs,$(DEMO_DEBS))
+
+deps:
+	$(call debs,$(TEST_DEBS))
+
+# regwatch and its runtime dependencies: all the demo needs.
+$(VENV)/.runtime: pyproject.toml
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# ... plus the test extras and the Helm library for the chart tests (its wheel declares Python 3.12 but
+# runs on 3.11).
+$(VENV)/.test: $(VENV)/.runtime
 	$(BIN)/pip install -q -e '.[test]'
-	# The Helm library for the chart tests; its wheel declares Python 3.12 but runs on 3.11.
 	$(BIN)/pip install -q --ignore-requires-python 'helm-sdkpy>=0.1.32,<0.2'
 	touch $@
 
-venv: deps $(BIN)/regwatch
+venv: deps $(VENV)/.test
 
-demo: venv
-	$(BIN)/regwatch demo
+demo: demo-deps $(VENV)/.runtime
+	$(BIN)/regwatch demo $(DEMO_ARGS)
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# The tests that start no server (see the `servers` marker in tests/conftest.py).
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not servers"
 
 bench: venv
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

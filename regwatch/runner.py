@@ -31,6 +31,9 @@ from regwatch.collectors import Job
 
 log = logging.getLogger("regwatch.runner")
 
+# The shortest time between two runs of a job that its collector woke (Job.wake).
+WAKE_FLOOR = 0.25
+
 
 @dataclass
 class JobState:
@@ -89,6 +92,8 @@ class Runner:
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
+        for job in self.jobs:
+            job.wake.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -126,8 +131,19 @@ class Runner:
                 if self._stop.is_set() or time.monotonic() > wait:
                     break
         next_run = time.monotonic()
-        while not self._stop.wait(max(0.0, next_run - time.monotonic())):
-            started = time.monotonic()
+        last_start = float("-inf")
+        while True:
+            # A job runs on its interval, or sooner when its collector has news (job.wake: a followed log
+            # counted new lines), but never more often than WAKE_FLOOR.
+            woke = job.wake.wait(max(0.0, next_run - time.monotonic()))
+            if self._stop.is_set():
+                break
+            if woke:
+                job.wake.clear()
+                gap = WAKE_FLOOR - (time.monotonic() - last_start)
+                if gap > 0 and self._stop.wait(gap):
+                    break
+            started = last_start = time.monotonic()
             if worker is not None and worker.is_alive():
                 self._record(job, None, time.monotonic() - started,
                              f"the previous collection is still running after {job.timeout:g}s timeout; skipped")

@@ -21,6 +21,25 @@ from regwatch.localregistry import LocalRegistry, free_port, wait_for_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Fixtures that start a server (a real one or a fake on loopback). A test that uses one, directly
+# or through another fixture, is in the `servers` tier; `make test-fast` runs the others. A test
+# that starts a server in its own code says so with `pytestmark = pytest.mark.servers`.
+SERVER_FIXTURES = frozenset({
+    "make_registry", "registry", "serve",                 # conftest: docker-registry, regwatch serve
+    "slow_registry",                                      # test_serve: an HTTP server answering after 5 s
+    "jfrog", "nexus", "fake", "traffic",                  # fake Artifactory, Nexus, Harbor
+    "start_es", "es",                                     # fake Elasticsearch
+    "token_registry", "delayed_registry",                 # token servers (and delaying proxies)
+    "stores", "stack", "upstream_and_proxy", "pods",      # registries, Prometheus stack, chart pods
+    "hung", "servers",                                    # test_budget's hung server, hostile fakes
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
 
 @pytest.fixture
 def make_registry(tmp_path):
@@ -89,14 +108,15 @@ def regwatch_cmd(*args: str) -> list[str]:
 class ServeProcess:
     """``regwatch serve`` as a real subprocess on a free port."""
 
-    def __init__(self, config: Path, *extra: str, log_path: Path):
+    def __init__(self, config: Path, *extra: str, log_path: Path, nofile: int | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             regwatch_cmd("serve", "--config", str(config), "--listen", f"127.0.0.1:{self.port}", *extra),
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=None if nofile is None else lambda: _limit_open_files(nofile))
         if not wait_for_port("127.0.0.1", self.port, 20, self.proc):
             raise RuntimeError(f"regwatch serve did not start:\n{self.log()}")
 
@@ -127,13 +147,23 @@ class ServeProcess:
         return time.monotonic() - started
 
 
+def _limit_open_files(count: int) -> None:
+    """In the child: soft and hard open-files limit ``count``, as ``ulimit -n`` sets it."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 @pytest.fixture
 def serve(tmp_path):
-    """Factory: ``serve(config_path, *extra_args)`` starts ``regwatch serve``; stopped after the test."""
+    """Factory: ``serve(config_path, *extra_args, nofile=None)`` starts ``regwatch serve``; stopped after the test.
+
+    ``nofile`` runs it under that open-files limit (``ulimit -n``).
+    """
     procs: list[ServeProcess] = []
 
-    def start(config: Path, *extra: str) -> ServeProcess:
-        proc = ServeProcess(config, *extra, log_path=tmp_path / f"serve{len(procs)}.log")
+    def start(config: Path, *extra: str, nofile: int | None = None) -> ServeProcess:
+        proc = ServeProcess(config, *extra, log_path=tmp_path / f"serve{len(procs)}.log", nofile=nofile)
         procs.append(proc)
         return proc
 

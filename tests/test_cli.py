@@ -42,3 +42,13 @@ def test_usage_errors_exit_2(tmp_path):
 def test_version():
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0 and "regwatch, version" in result.output
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--duration", "-1"], "Error: Invalid value for '--duration': -1.0 is not in the range x>=0."),
+    (["--starter-config", "{tmp}"], "Error: Invalid value for '--starter-config': File '{tmp}' is a directory."),
+])
+def test_demo_usage_errors_exit_2_before_starting_anything(tmp_path, args, error):
+    result = CliRunner().invoke(cli, ["demo", *[a.format(tmp=tmp_path) for a in args]])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == error.format(tmp=tmp_path)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import re
+import resource
+import select
+import signal
+import socket
 import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import psutil
 import pytest
 import requests
 
@@ -16,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from regwatch.images import build_image, push_image
 from tests.conftest import log_events
 from tests.promserver import PrometheusServer
+
+pytestmark = pytest.mark.servers
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -66,7 +74,14 @@ def test_serve_exports_what_the_registry_holds(registry, registry_client, passwo
     lint = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert requests.get(proc.url + "/healthz", timeout=5).status_code == 200
-    assert 'href="/metrics"' in requests.get(proc.url + "/", timeout=5).text
+    landing = requests.get(proc.url + "/", timeout=5).text
+    assert 'href="/metrics"' in landing
+    # Each collector's row says when it last succeeded, as a UTC time and an age (tests/test_landing.py
+    # checks the last-run column, which needs the runner's status() to carry last_run).
+    row = re.search(r"<tr><td>hub</td><td>distribution</td>(.*?)</tr>", landing).group(1)
+    cells = re.findall(r"<td>(.*?)</td>", row)
+    assert cells[0] == "ok", cells
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(\d+ s ago\)", cells[2]), cells
     om = requests.get(proc.url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"},
                       timeout=5)
     assert om.headers["Content-Type"].startswith("application/openmetrics-text")
@@ -214,3 +229,136 @@ def test_sighup_reloads_and_a_bad_config_keeps_the_last_good_one(registry, passw
     assert value(text, "regwatch_config_last_reload_successful") == 1
     assert value(text, "regwatch_target_up", target="hub", kind="distribution") is None  # target removed
     assert proc.proc.poll() is None
+
+
+@pytest.fixture
+def many_open_files():
+    """Let this test process hold a few thousand sockets (its clients), whatever its soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    if want < 1100:
+        pytest.skip(f"the open-files hard limit ({hard}) leaves no room for 1,000 client sockets")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def open_idle_connections(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections: half send nothing, half send a request head without its end."""
+    held = []
+    for i in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if i % 2:
+            try:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: regwatch\r\n")
+            except OSError:
+                pass  # the server may already have closed it to make room
+        held.append(sock)
+    return held
+
+
+@pytest.mark.parametrize("nofile", [None, 256], ids=["default-limit", "ulimit-n-256"])
+def test_metrics_answers_and_sigterm_is_fast_with_1000_idle_connections(tmp_path, write_config, serve, nofile,
+                                                                          many_open_files):
+    proc = serve(write_config({"storage": [{"name": "data", "path": str(tmp_path), "interval": "1s"}]}),
+                 nofile=nofile)
+    proc.wait_ready()
+    held = open_idle_connections(proc.port, 1000)
+    try:
+        server = psutil.Process(proc.proc.pid)
+        # No thread per connection, and no more connections than the cap leaves descriptors for.
+        assert server.num_threads() < 20, server.num_threads()
+        cap = 512 if nofile is None else 256 - 64
+        established = [c for c in server.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED]
+        assert len(established) <= cap, len(established)
+        for _ in range(5):
+            resp = requests.get(proc.url + "/metrics", timeout=1)  # a new connection each time
+            assert resp.status_code == 200
+            assert 'regwatch_storage_used_ratio{volume="data"}' in resp.text
+    finally:
+        elapsed = proc.stop()
+        for sock in held:
+            sock.close()
+    assert proc.proc.returncode == 0
+    assert elapsed < 2.0, elapsed
+    log = proc.log()
+    assert "Traceback" not in log and "Too many open files" not in log, log
+
+
+def test_a_slow_loris_client_is_cut_off(tmp_path, write_config, serve):
+    proc = serve(write_config({"storage": [{"name": "data", "path": str(tmp_path), "interval": "1s"}]}))
+    proc.wait_ready()
+    head = b"GET /metrics HTTP/1.1\r\nHost: regwatch\r\n\r\n"
+    sent, answer = 0, b""
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as sock:
+        started = time.monotonic()
+        while sent < len(head) and time.monotonic() - started < 30:
+            sock.sendall(head[sent:sent + 1])  # one byte every 2 s
+            sent += 1
+            if select.select([sock], [], [], 2.0)[0]:
+                while chunk := sock.recv(4096):
+                    answer += chunk
+                break
+    # Cut off 5 s after its first byte, with a reason, long before its request was complete.
+    assert sent <= 4, sent
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout"
+    assert b"\r\nConnection: close\r\n" in rest
+    assert rest.endswith(b"\r\n\r\nrequest head not received within 5s\n"), answer
+    assert requests.get(proc.url + "/metrics", timeout=5).status_code == 200
+
+
+def test_a_burst_of_sighups_is_survived_and_sigterm_still_stops(registry, password_file, write_config, serve):
+    config = write_config({"targets": [target(registry, password_file)]})
+    proc = serve(config)
+    proc.wait_ready()
+    for _ in range(50):
+        proc.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while proc.log().count("config reloaded") < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.wait_ready()
+    text = proc.metrics()
+    assert value(text, "regwatch_config_last_reload_successful") == 1
+    assert value(text, "regwatch_target_up", target="hub", kind="distribution") == 1
+    assert "config reload failed" not in proc.log()
+    proc.stop()
+    assert proc.proc.returncode == 0
+
+
+class _BigRunner:
+    """Stands in for the runner: a 14 MB exposition, more than the kernel's socket buffers hold."""
+
+    body = b"".join(f'regwatch_big{{n="{i:09d}"}} {i}\n'.encode() for i in range(400_000))
+
+    def exposition(self, openmetrics=False, gzipped=False):
+        return self.body
+
+
+def test_a_large_response_arrives_whole_and_a_client_that_never_reads_is_dropped():
+    from regwatch.server import Limits, MetricsServer
+
+    server = MetricsServer(_BigRunner(), "127.0.0.1", 0, Limits(write_timeout=1.0))
+    server.start()
+    try:
+        host, port = server.address
+        resp = requests.get(f"http://{host}:{port}/metrics", headers={"Accept-Encoding": "identity"}, timeout=10)
+        assert resp.content == _BigRunner.body and len(resp.content) > 13_000_000
+        # A client that asks and never reads: after write_timeout its connection is closed (a reset
+        # or an end of stream where the rest of the body should be), and others are served meanwhile.
+        with socket.socket() as stuck:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+            stuck.connect((host, port))
+            stuck.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+            assert requests.get(f"http://{host}:{port}/healthz", timeout=2).text == "ok\n"
+            time.sleep(2.5)
+            received = 0
+            stuck.settimeout(5)
+            try:
+                while chunk := stuck.recv(1 << 20):
+                    received += len(chunk)
+            except ConnectionResetError:
+                pass
+            assert 0 < received < len(_BigRunner.body)
+    finally:
+        server.stop()

@@ -14,8 +14,8 @@ One job per ``auth_logs`` entry. Example exposition::
     regwatch_auth_log_read_errors_total{reason="unreadable",source="registry"} 0.0
 
 A file source is followed by a ``regwatch.logs.stream.FileStream`` thread that counts lines as
-they are written; this collector's ``collect()`` only copies its counters, so the job runs every
-``PUBLISH_SECONDS`` and a burst reaches ``/metrics`` within about a second. Counters survive
+they are written; this collector's ``collect()`` only copies its counters. The stream wakes the job
+when it counts lines, so a burst reaches ``/metrics`` within about a quarter of a second. Counters survive
 restarts: the totals are saved with the log positions (one atomic write), and a restarted
 regwatch continues from them, so ``rate()`` sees no reset and no line is counted twice.
 """
@@ -34,13 +34,9 @@ from regwatch.config import AuthLogConfig, Config
 from regwatch.logs.stream import FileStream
 from regwatch.logs.tally import auth_families
 
-# How often the runner copies a file source's live counters into /metrics. The runner renders a
-# job's families only when its collect() runs, so this is the freshness of the auth counters: every
-# second while the logs are quiet (an idle source costs one copy a second), every BUSY_SECONDS while
-# lines keep coming (the collector shortens its own job's interval; the runner reads it each round).
-PUBLISH_SECONDS = 1.0
-BUSY_SECONDS = 0.25
-BUSY_FOR = 3.0  # seconds after the last counted line
+# A file source's counters reach /metrics when its stream counts lines: the stream wakes the job
+# (Job.wake), and the runner runs it at once, at most every runner.WAKE_FLOOR (0.25 s). A quiet source
+# is published only on its interval (lag and file counts), so it costs (almost) nothing.
 # A file collection is a copy of counters in memory.
 FILE_SECONDS = 10.0
 
@@ -54,7 +50,6 @@ class AuthLogCollector(Collector):
         self.source = source
         # background=False: no follower thread; each collect() reads what is new (tests, benchmarks)
         self.background = background
-        self.job: Job | None = None  # set by auth_job: its interval follows the source's activity
         self.stream = FileStream(source.name, source.path or "", fmt=source.format, start_at=source.start_at,
                                  positions_file=str(source.positions_file) if source.positions_file else None,
                                  top_n=source.top_n, client_source=source.client_address, use_inotify=use_inotify)
@@ -69,9 +64,6 @@ class AuthLogCollector(Collector):
         elif not self.background:
             self.stream.pump()
         tally, errors, files, lag = self.stream.snapshot()
-        if self.job is not None:
-            quiet = min(self.source.interval, PUBLISH_SECONDS)
-            self.job.interval = min(quiet, BUSY_SECONDS) if self.stream.busy(BUSY_FOR) else quiet
         families = auth_families(self.source.name, tally, errors, self.source.top_n)
         lines = CounterMetricFamily("regwatch_auth_log_lines", "Log lines read; cached, updated as they are written.",
                                     labels=["source"])
@@ -100,8 +92,9 @@ def auth_job(source: AuthLogConfig) -> Job:
     if source.elasticsearch is not None:
         return Job(source.name, ElasticsearchCollector(source), source.interval, es_budget(source))
     collector = AuthLogCollector(source)
-    collector.job = Job(source.name, collector, min(source.interval, PUBLISH_SECONDS), Budget.local(FILE_SECONDS))
-    return collector.job
+    job = Job(source.name, collector, source.interval, Budget.local(FILE_SECONDS))
+    collector.stream.on_change = job.wake.set
+    return job
 
 
 @job_factory("authlogs", help="Authentication attempts and failures from registry logs or Elasticsearch.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -46,6 +47,9 @@ class Job:
     # Labels beside target and collector on the framework's self-metrics, for a collector that runs
     # once per item of a target (a probe: image, endpoint).
     labels: dict[str, str] = field(default_factory=dict)
+    # Set by a collector that has news before its interval is up (a followed log counted lines): the
+    # runner then runs the job at once (at most every runner.WAKE_FLOOR seconds).
+    wake: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     @property
     def timeout(self) -> float:

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import signal
-import threading
+import sys
 
 import click
 
@@ -50,30 +52,30 @@ def serve(config_path: str, listen: str | None, shard_spec: str | None, shard_fr
         server = MetricsServer(runner, host, port)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --listen") from None
-    stop, reload = threading.Event(), threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        if signum == signal.SIGHUP:
-            reload.set()
-        stop.set()
-
+    # The handler only puts the signal number on a SimpleQueue, whose put() is reentrant (safe in a
+    # signal handler); the main thread does all the work. An Event set from a handler deadlocks when
+    # the signal lands while the main thread holds that Event's lock (in wait() or clear()): serve
+    # then ignored every later SIGHUP and SIGTERM while the HTTP thread kept serving the old runner.
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+        signal.signal(signum, lambda signum, frame: signals.put(signum))
     server.start()
     runner.start()
     bound_host, bound_port = server.address
     log.info("serving", extra={"address": f"http://{bound_host}:{bound_port}/metrics", "jobs": len(jobs),
-                               "shard": str(shard) if shard else "all"})
-    while True:
-        stop.wait()
-        if not reload.is_set():
-            break
-        stop.clear()
-        reload.clear()
+                               "shard": str(shard) if shard else "all", "max_connections": server.cap})
+    while (signum := signals.get()) == signal.SIGHUP:
         runner = _reload(config_path, enabled, runner, server, shard)
-    log.info("stopping")
-    server.stop()
-    runner.stop(timeout=1.0)
+    log.info("stopping", extra={"signal": signal.Signals(signum).name})
+    server.stop(timeout=0.5)
+    runner.stop(timeout=0.1)
+    # Collections still in flight are abandoned, not awaited: their worker pools' threads would
+    # otherwise hold the interpreter's exit until their requests time out. Their results are never
+    # used, and every file regwatch writes is replaced atomically, so nothing is left half-written.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _shard(spec: str | None, from_hostname: bool, count: int | None):  # noqa: ANN202
@@ -108,6 +110,11 @@ def _reload(config_path: str, enabled: dict, runner, server, shard=None):  # noq
         new = Runner(_shard_jobs(build_jobs(config, enabled), shard, config))
     except ConfigError as exc:
         log.error("config reload failed; keeping the last good config", extra={"err": str(exc)})
+        runner.reload_failed()
+        return runner
+    except Exception as exc:  # noqa: BLE001 - a reload must never stop a running serve
+        log.exception("config reload failed; keeping the last good config",
+                      extra={"err": f"{exc.__class__.__name__}: {exc}"})
         runner.reload_failed()
         return runner
     runner.stop(timeout=1.0)

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from regwatch.logs.follower import Follower
 from regwatch.logs.parsers import Parser, sniff
@@ -58,6 +59,9 @@ class FileStream:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Called (in the stream's thread) after a read pass that changed the counters: the collector's
+        # job publishes them at once.
+        self.on_change: Callable[[], None] | None = None
         self._watcher: Watcher | None = None
         self._started = False
         self._dirty = False
@@ -136,6 +140,7 @@ class FileStream:
                 parser.feed(block, self.totals)
                 counted += len(block)
         now = self.clock()
+        changed = bool(counted)
         with self._lock:
             self._merge_errors(before)
             if counted:
@@ -143,7 +148,7 @@ class FileStream:
             elif self.parser is not None and self.parser.holding and now - self._last_data >= RELEASE_SECONDS:
                 self.parser.release(self.totals)
                 self._merge_errors(Counter(self.follower.errors))
-                self._dirty = True
+                self._dirty = changed = True
             self.totals.bound(max(10 * self.top_n, 100))
             # measured here, in the one thread that touches the follower
             self._files, self._lag = len(self.follower.files), self.follower.lag_bytes()
@@ -154,6 +159,8 @@ class FileStream:
         if self._watcher is not None:
             self._watcher.refresh()
             self._watcher.follows(self.follower.names())
+        if changed and self.on_change is not None:
+            self.on_change()
         return counted
 
     def _merge_errors(self, before: Counter) -> None:
