@@ -278,7 +278,9 @@ class RegistryClient:
     ``name`` is the target's name and appears in error messages and logs. ``credentials`` are
     sent only to ``url``'s origin. ``api_key_header`` names the header an API key goes in;
     ``preemptive_basic`` sends Basic credentials without waiting for a challenge (REST APIs).
-    ``max_rps`` caps requests per second to this registry.
+    ``max_rps`` caps requests per second to this registry. ``pace_ratelimit`` spreads requests over what is
+    left of the registry's rate limit when it runs low; off for a client whose requests do not count against
+    that limit (manifest HEADs that read an upstream's pull limit).
     """
 
     def __init__(
@@ -302,6 +304,7 @@ class RegistryClient:
         preemptive_basic: bool = False,
         max_rps: float | None = None,
         max_pages: int = MAX_PAGES,
+        pace_ratelimit: bool = True,
     ):
         parts = urlsplit(url)
         if parts.username or parts.password:
@@ -324,6 +327,7 @@ class RegistryClient:
         self.insecure = insecure_skip_verify
         self.max_rps = max_rps
         self.max_pages = max_pages
+        self.pace_ratelimit = pace_ratelimit
         self.page_limit: dict[str, int] = {}
         # Names a catalog or tags list offered that the distribution-spec grammar refuses (first 100), for reports.
         self.refused_names: list[str] = []
@@ -398,7 +402,7 @@ class RegistryClient:
     def _pace(self) -> None:
         """Wait for this request's slot: ``max_rps``, and the registry's remaining rate limit when it is low."""
         interval = 1.0 / self.max_rps if self.max_rps else 0.0
-        rl = self.last_ratelimit
+        rl = self.last_ratelimit if self.pace_ratelimit else None
         if rl is not None and rl.remaining is not None and rl.limit:
             low = max(1.0, rl.limit * 0.1)
             if rl.remaining <= low:

@@ -42,6 +42,7 @@ class JobState:
     success: bool | None = None
     duration: float = 0.0
     last_success: float | None = None
+    last_run: float | None = None
     last_error: str = ""
     runs: int = 0
 
@@ -187,6 +188,7 @@ class Runner:
         with self._lock:
             state = self.states[job.key]
             state.runs += 1
+            state.last_run = time.time()
             state.duration = duration
             if families is None:
                 state.success = False
@@ -303,7 +305,8 @@ class Runner:
             return [
                 {"target": job.target, "collector": job.collector.name, **job.labels, "runs": self.states[job.key].runs,
                  "success": self.states[job.key].success, "duration_seconds": round(self.states[job.key].duration, 3),
-                 "last_success": self.states[job.key].last_success, "last_error": self.states[job.key].last_error}
+                 "last_success": self.states[job.key].last_success, "last_run": self.states[job.key].last_run,
+                 "last_error": self.states[job.key].last_error}
                 for job in self.jobs
             ]
 

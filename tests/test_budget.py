@@ -69,6 +69,7 @@ def test_the_client_never_outlasts_its_budget_when_every_attempt_hangs(hung):
     assert 3 * 0.3 <= elapsed <= budget.exchange_worst_case() + 0.5
 
 
+@pytest.mark.servers
 def test_the_client_never_outlasts_its_budget_when_every_answer_is_429_with_the_longest_wait():
     server = HostileServer({"/v2/": Reply(429, {"Retry-After": "3"})}).start()
     try:

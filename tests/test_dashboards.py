@@ -16,7 +16,13 @@ import pytest
 import yaml
 
 from regwatch.generate import alerts, dashboards
-from regwatch.generate.options import AUTH_FAILURE_RATIO, CACHE_HIT_RATIO, PULL_LATENCY_QUANTILE, AlertOptions
+from regwatch.generate.options import (
+    AUTH_FAILURE_RATIO,
+    CACHE_HIT_RATIO,
+    HARBOR_PROXY_HIT_RATIO,
+    PULL_LATENCY_QUANTILE,
+    AlertOptions,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "dashboards"
@@ -146,23 +152,37 @@ def test_thresholds_are_drawn_at_the_alert_values_and_follow_the_options():
         return next(s["value"] for s in steps if s["color"] == "green" and s["value"] is not None)
 
     changed = AlertOptions(storage_threshold=0.9, pull_latency_threshold=0.8, auth_failure_threshold=0.05,
-                           cache_hit_ratio_threshold=0.3, drill_max_age_hours=50, tls_warning_days=30,
-                           tls_critical_days=5, gc_max_age_days=2, robot_expiry_days=20)
-    for options in (AlertOptions(), changed):
+                           cache_hit_ratio_threshold=0.3, drill_max_age="50h", tls_warning_within="30d",
+                           tls_critical_within="5d", gc_max_age="2d", robot_expiry_within="20d",
+                           upstream_ratelimit_threshold=0.2, drill_backup_max_age="8h", drill_coverage_threshold=0.95,
+                           schedule_grace="15m", storage_predict_horizon="2d")
+    day = 86400
+    for options, horizon in ((AlertOptions(), "24h"), (changed, "2d")):
         overview = dashboards.render_all("import", options)["regwatch-overview.json"]
         assert red(overview, "Storage used") == options.storage_threshold
         assert red(overview, "Pull latency (probes)") == options.pull_latency_threshold
         assert red(overview, "Authentication failure ratio") == options.auth_failure_threshold
         assert green(overview, "Proxy cache hit ratio") == options.cache_hit_ratio_threshold
-        assert red(overview, "Storage used and 24h forecast") == options.storage_threshold
-        assert red(overview, "Since the last passing drill") == options.drill_max_age_hours * 3600
+        assert red(overview, f"Storage used and {horizon} forecast") == options.storage_threshold
+        assert red(overview, "Since the last passing drill") == {"26h": 26, "50h": 50}[options.drill_max_age] * 3600
+        assert green(overview, "Upstream pull limit left") == options.upstream_ratelimit_threshold
         rendered = dashboards.render_all("import", options)
         probes, harbor = rendered["regwatch-probes.json"], rendered["regwatch-harbor.json"]
+        target, drill = rendered["regwatch-target.json"], rendered["regwatch-drill.json"]
         assert red(probes, "Pull latency p50 / p95 / p99") == options.pull_latency_threshold
         tls = panel(probes, "TLS certificate expires in")["fieldConfig"]["defaults"]["thresholds"]["steps"]
-        assert [s["value"] for s in tls[1:]] == [options.tls_critical_days * 86400, options.tls_warning_days * 86400]
-        assert red(harbor, "Since the last successful GC") == options.gc_max_age_days * 86400
-        assert green(harbor, "Robot accounts expiring") == options.robot_expiry_days * 86400
+        assert [s["value"] for s in tls[1:]] == {"3d": [3 * day, 14 * day], "5d": [5 * day, 30 * day]}[
+            options.tls_critical_within]
+        assert red(harbor, "Since the last successful GC") == {"8d": 8, "2d": 2}[options.gc_max_age] * day
+        assert green(harbor, "Robot accounts expiring") == {"7d": 7, "20d": 20}[options.robot_expiry_within] * day
+        # Overdue (negative) by more than the grace is red.
+        assert green(harbor, "Time until the next scheduled run") == -{"1h": 3600, "15m": 900}[options.schedule_grace]
+        assert green(harbor, "Proxy-cache hit ratio per project") == options.cache_hit_ratio_threshold
+        assert green(target, "Upstream pull limit left") == options.upstream_ratelimit_threshold
+        backup_hours = {"26h": 26, "8h": 8}[options.drill_backup_max_age]
+        assert red(drill, "Since the last successful backup") == backup_hours * 3600
+        assert red(drill, "Data age at the last backup (RPO)") == red(drill, "Since the last successful backup")
+        assert green(drill, "Tags covered (in the store and verified)") == options.drill_coverage_threshold
         assert red(rendered["regwatch-auth.json"], "Failure ratio") == options.auth_failure_threshold
         assert panel(overview, "Storage used")["fieldConfig"]["defaults"]["unit"] == "percentunit"
         assert panel(overview, "Pull latency (probes)")["fieldConfig"]["defaults"]["unit"] == "s"
@@ -200,22 +220,56 @@ def test_every_query_parses_with_promtool(tmp_path):
     assert f"SUCCESS: {len(rules)} rules found" in run.stdout
 
 
-def test_every_metric_a_panel_queries_is_one_regwatch_exports():
+# Signals other branches add in parallel (issue 17; the names are fixed in their briefs).
+# A name here may be missing from the code; once a collector exports it, this test says to drop it.
+AWAITED = {
+    "regwatch_upstream_ratelimit_limit", "regwatch_upstream_ratelimit_remaining",
+    "regwatch_upstream_ratelimit_window_seconds",
+    "regwatch_harbor_schedule_next_run_timestamp_seconds", "regwatch_harbor_schedule_last_run_success",
+    "regwatch_harbor_schedule_last_run_start_timestamp_seconds",
+    "regwatch_harbor_schedule_last_run_end_timestamp_seconds",
+    "regwatch_harbor_gc_last_freed_bytes", "regwatch_harbor_gc_last_purged_blobs",
+    "regwatch_harbor_gc_last_purged_manifests", "regwatch_harbor_retention_last_execution_success",
+    "regwatch_harbor_preheat_last_execution_success",
+    "regwatch_proxy_cache_served_bytes_total", "regwatch_proxy_cache_upstream_bytes_total",
+    "regwatch_proxy_cache_info",
+}
+
+
+def _exported(name: str, code: str) -> bool:
+    base = re.sub(r"_(total|bucket|count|sum)$", "", name)
+    return bool(re.search(rf"\b{base}(_total)?\b", code))
+
+
+def _rule_and_panel_metrics() -> dict[str, str]:
+    """Every regwatch metric a panel or a rule queries -> where."""
+    records = {r["record"] for r in alerts.render_rules()["groups"][0]["rules"]}
+    names = {}
+    exprs = [(f"{uid} / {title}", expr) for data in dashboards.render_all("provisioning").values()
+             for uid, title, expr in dashboards.panel_queries(data)]
+    exprs += [(f"rule {r.get('alert') or r.get('record')}", r["expr"])
+              for group in alerts.render_rules()["groups"] for r in group["rules"]]
+    for where, expr in exprs:
+        for name in re.findall(r"\b([a-z_]+:regwatch_[a-z0-9_:]+|regwatch_[a-z0-9_]+)", expr):
+            if name not in records:
+                names.setdefault(name, where)
+    return names
+
+
+def test_every_metric_a_panel_or_rule_queries_is_one_regwatch_exports():
     # The collectors' code and docstrings (their example exposition) name every metric they export;
     # the generators themselves do not count.
     code = "\n".join(p.read_text() for p in (ROOT / "regwatch").rglob("*.py") if "generate" not in p.parts)
     records = {r["record"] for r in alerts.render_rules()["groups"][0]["rules"]}
-    assert {PULL_LATENCY_QUANTILE, AUTH_FAILURE_RATIO, CACHE_HIT_RATIO} <= records
-    names = set()
-    for data in dashboards.render_all("provisioning").values():
-        for uid, title, expr in dashboards.panel_queries(data):
-            for name in re.findall(r"\b([a-z_]+:regwatch_[a-z0-9_:]+|regwatch_[a-z0-9_]+)", expr):
-                names.add(name)
-                if name in records:
-                    continue
-                base = re.sub(r"_(total|bucket|count|sum)$", "", name)
-                assert re.search(rf"\b{base}(_total)?\b", code), f"{uid} / {title}: {name} is not exported"
-    assert {"regwatch_target_up", "regwatch_storage_used_ratio", AUTH_FAILURE_RATIO} <= names
+    assert {PULL_LATENCY_QUANTILE, AUTH_FAILURE_RATIO, CACHE_HIT_RATIO, HARBOR_PROXY_HIT_RATIO} <= records
+    names = _rule_and_panel_metrics()
+    missing = {name: where for name, where in names.items() if not _exported(name, code)}
+    assert set(missing) <= AWAITED, "not exported by any collector: " + ", ".join(
+        f"{name} ({where})" for name, where in sorted(missing.items()) if name not in AWAITED)
+    landed = (AWAITED & set(names)) - set(missing)
+    assert not landed, f"exported now, drop them from AWAITED: {sorted(landed)}"
+    assert AWAITED <= set(names), f"AWAITED names no panel or rule uses: {sorted(AWAITED - set(names))}"
+    assert {"regwatch_target_up", "regwatch_storage_used_ratio"} <= set(names)
 
 
 def test_queries_use_only_the_dashboard_variables():
@@ -270,5 +324,36 @@ def test_each_dashboard_covers_what_the_issue_asks_for():
     assert "regwatch_probe_phase_duration_seconds" in exprs("regwatch-probes")
     assert "regwatch_tls_cert_expiry_timestamp_seconds" in exprs("regwatch-probes")
     assert "sum by (source, reason) (rate(regwatch_auth_failures_total" in exprs("regwatch-auth")
-    for part in ("regwatch_drill_success", "regwatch_drill_duration_seconds", "regwatch_drill_bytes"):
+    for part in ("regwatch_drill_success", "regwatch_drill_duration_seconds", "regwatch_drill_bytes",
+                 "regwatch_drill_phase_success", 'regwatch_drill_phase_last_success_timestamp_seconds{job=~"$job",'
+                 'phase="backup"}', "regwatch_drill_coverage_ratio", "regwatch_drill_rpo_seconds"):
         assert part in exprs("regwatch-drill"), part
+    for part in ("schedule_next_run_timestamp_seconds", "schedule_last_run_success", "gc_last_freed_bytes",
+                 "gc_last_purged_blobs", "gc_last_purged_manifests", "retention_last_execution_success",
+                 "preheat_last_execution_success"):
+        assert f"regwatch_harbor_{part}" in harbor, part
+    assert HARBOR_PROXY_HIT_RATIO in harbor
+    target = exprs("regwatch-target")
+    for part in ("regwatch_proxy_cache_served_bytes_total", "regwatch_proxy_cache_upstream_bytes_total",
+                 "regwatch_proxy_cache_info", "regwatch_upstream_ratelimit_remaining",
+                 "regwatch_upstream_ratelimit_limit", "regwatch_upstream_ratelimit_window_seconds"):
+        assert part in target, part
+    # A gauge must not end in _total (issue 14): the old scan-all name is nowhere.
+    assert "regwatch_harbor_scan_all_total" not in " ".join(exprs(uid.removesuffix(".json")) for uid in rendered)
+
+
+def test_bandwidth_saved_is_served_minus_fetched_from_upstream():
+    target = dashboards.render_all("import")["regwatch-target.json"]
+    saved = panel(target, "Bandwidth saved by the cache")["targets"][0]["expr"]
+    assert saved == ('sum by (target, object) (rate(regwatch_proxy_cache_served_bytes_total{job=~"$job",'
+                     'target=~"$target"}[$__rate_interval])) - sum by (target, object) '
+                     '(rate(regwatch_proxy_cache_upstream_bytes_total{job=~"$job",target=~"$target"}'
+                     '[$__rate_interval]))')
+
+
+def test_harbor_own_series_are_not_filtered_by_the_regwatch_job():
+    """Harbor's counters come from the job that scrapes Harbor core: a $job filter would empty the panels."""
+    harbor = dashboards.render_all("import")["regwatch-harbor.json"]
+    for title in ("Proxy-cache hit ratio per project", "Proxied requests per project"):
+        for target in panel(harbor, title)["targets"]:
+            assert "$job" not in target["expr"] and "$target" not in target["expr"], (title, target["expr"])

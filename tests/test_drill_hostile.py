@@ -11,6 +11,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from regwatch.images import MEDIA_CONFIG, build_image
 from tests.drill_helpers import report_of, rows, run_drill
 from tests.fakes.hostile_registry import HostileRegistry, digest_of
@@ -40,6 +42,7 @@ def _peak_rss_mb(args: list[str]) -> tuple[subprocess.CompletedProcess, float]:
     return proc, int(peak[-1].split()[1]) / 1024
 
 
+@pytest.mark.servers
 def test_malformed_manifests_are_per_image_failures_and_the_report_is_written(tmp_path):
     with HostileRegistry() as reg:
         good = _good(reg, "ok", "1")
@@ -100,6 +103,7 @@ def test_malformed_manifests_are_per_image_failures_and_the_report_is_written(tm
     assert not [p for p in (store / "blobs" / "sha256").iterdir() if p.name.startswith(".tmp")]
 
 
+@pytest.mark.servers
 def test_a_blob_longer_than_its_descriptor_stops_at_its_size(tmp_path):
     with HostileRegistry() as reg:
         cfg = reg.add_blob(b"{}") | {"mediaType": MEDIA_CONFIG}

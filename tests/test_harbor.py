@@ -243,7 +243,7 @@ def test_wrong_password_is_target_down_with_a_clear_error(fake, tmp_path):
     scrape.close()
 
 
-@pytest.mark.servers  # starts its own fake Harbor
+@pytest.mark.servers
 def test_an_old_harbor_lacks_endpoints_without_calling_them(tmp_path):
     with FakeHarbor(version="v2.6.1") as old:
         scrape = Scrape(target_for(old, tmp_path)).run()
@@ -256,7 +256,7 @@ def test_an_old_harbor_lacks_endpoints_without_calling_them(tmp_path):
         scrape.close()
 
 
-@pytest.mark.servers  # starts its own fake Harbor
+@pytest.mark.servers
 def test_an_unknown_old_endpoint_404_is_not_collected(tmp_path):
     with FakeHarbor(version="v2.2.0") as old:
         api = api_for(target_for(old, tmp_path))
@@ -309,7 +309,7 @@ def test_rate_limited_harbor_is_backed_off_not_hammered(fake, tmp_path):
     scrape.close()
 
 
-@pytest.mark.servers  # starts its own fake Harbor
+@pytest.mark.servers
 def test_concurrency_is_bounded_per_target(tmp_path):
     with FakeHarbor(projects=50, repositories=3000, delay=0.02) as slow:
         target = target_for(slow, tmp_path)
@@ -380,7 +380,7 @@ def test_audit_counts_incrementally_and_survives_a_restart(fake, tmp_path):
     restarted.close()
 
 
-@pytest.mark.servers  # starts its own fake Harbor
+@pytest.mark.servers
 def test_audit_on_an_old_harbor_counts_events_without_auth_metrics(tmp_path):
     with FakeHarbor(version="v2.10.0") as old:
         old.add_audit("push")

@@ -25,6 +25,9 @@ from tests.conftest import REPO_ROOT
 from tests.fakes.kubeapi import RenderError, lint, render
 from tests.fakes.prometheus_operator_crds import SCHEMAS
 
+# Every render is a Helm install against a fake Kubernetes API server the test starts.
+pytestmark = pytest.mark.servers
+
 CHART = REPO_ROOT / "helm" / "regwatch"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 INVALID_VALUES = sorted((CHART / "ci" / "invalid").glob("*-values.yaml"))

@@ -27,6 +27,9 @@ from tests.conftest import REPO_ROOT
 from tests.fakes.kubeapi import render
 from tests.test_helm_dockerfile import image_entrypoint
 
+# Every render is a Helm install against a fake Kubernetes API server the test starts.
+pytestmark = pytest.mark.servers
+
 CHART = REPO_ROOT / "helm" / "regwatch"
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -45,12 +46,13 @@ def is_type_checking_only(path: Path, module: str) -> bool:
     return False
 
 
-def graph() -> dict[str, set[str]]:
+@functools.cache
+def graph() -> dict[str, frozenset[str]]:
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     edges: dict[str, set[str]] = {}
     for name, path in modules.items():
-        edges[name] = {m for m in imports(path) if m in modules and m != name
-                       and not is_type_checking_only(path, m)}
+        edges[name] = frozenset(m for m in imports(path) if m in modules and m != name
+                                and not is_type_checking_only(path, m))
     return edges
 
 
@@ -59,10 +61,8 @@ def under(module: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def test_no_import_cycle_in_regwatch():
-    edges = graph()
     # A package's __init__ importing its own submodules is how a package re-exports; not a cycle of ours.
-    for name in edges:
-        edges[name] = {m for m in edges[name] if not m.startswith(name + ".")}
+    edges = {name: {m for m in targets if not m.startswith(name + ".")} for name, targets in graph().items()}
     state: dict[str, int] = {}
     stack: list[str] = []
     cycles: list[list[str]] = []

@@ -13,19 +13,24 @@ copy is still running is served from the same upstream stream.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 
 import pytest
 import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from regwatch.client import RegistryClient
+from regwatch.client import RegistryClient, TooLarge
 from regwatch.collectors import TargetContext
-from regwatch.collectors.proxycache import ProxyCacheCollector, blob_client_requests, derive
+from regwatch.collectors.proxycache import (Counts, ProxyCacheCollector, ProxyCacheError, blob_client_requests, derive,
+                                            native_counters)
 from regwatch.config import parse_config
 from regwatch.images import build_image, push_image
 from regwatch.localregistry import LocalRegistry, free_port
+from tests.fakes.hostile import HostileServer, endless
+from tests.fakes.hostile import Reply as HReply
 
 
 @pytest.fixture
@@ -59,14 +64,23 @@ def settle(proxy: LocalRegistry) -> None:
 
 
 class Model:
-    """What the test sent, and what a cache hit or miss is, counted independently of the registry."""
+    """What the test sent, and what a cache hit or miss is, counted independently of the registry.
 
-    def __init__(self, proxy: LocalRegistry):
+    Bytes are counted for manifests only: 2.8 counts manifest bytes right (the length of each manifest
+    served, a HEAD included, and of each fetched from the upstream) and blob bytes wrong, so regwatch
+    exports no blob bytes from it.
+    """
+
+    def __init__(self, proxy: LocalRegistry, *, blob_bytes: bool = False, settle: bool = True):
         self.proxy = proxy
+        self.blob_bytes = blob_bytes
+        self.settle = settle
         self.stored: set[tuple[str, str]] = set()
         self.counts = {obj: {"requests": 0, "hits": 0, "misses": 0} for obj in ("blob", "manifest")}
+        for obj in ("manifest", "blob") if blob_bytes else ("manifest",):
+            self.counts[obj].update(upstream_bytes=0, served_bytes=0)
 
-    def request(self, method: str, obj: str, repo: str, ref: str, digest: str) -> None:
+    def request(self, method: str, obj: str, repo: str, ref: str, digest: str, size: int) -> None:
         kind = "blobs" if obj == "blob" else "manifests"
         accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"} if obj == "manifest" else {}
         resp = requests.request(method, f"{self.proxy.url}/v2/{repo}/{kind}/{ref}", headers=accept, timeout=10)
@@ -76,12 +90,16 @@ class Model:
         counts = self.counts[obj]
         counts["requests"] += 1
         counts["hits" if hit else "misses"] += 1
-        settle(self.proxy)
+        if "served_bytes" in counts:
+            counts["served_bytes"] += size
+            counts["upstream_bytes"] += 0 if hit else size
+        if self.settle:
+            settle(self.proxy)
 
     def pull(self, repo: str, image, *, tag: str = "1", by_digest: bool = False) -> None:
-        self.request("GET", "manifest", repo, image.digest if by_digest else tag, image.digest)
+        self.request("GET", "manifest", repo, image.digest if by_digest else tag, image.digest, len(image.manifest))
         for blob in (image.config, *image.layers):
-            self.request("GET", "blob", repo, blob.digest, blob.digest)
+            self.request("GET", "blob", repo, blob.digest, blob.digest, len(blob.data))
 
 
 def exported(text: str) -> dict[str, dict[str, float]]:
@@ -103,15 +121,19 @@ def test_scripted_pulls_through_a_real_proxy_are_counted_exactly(upstream_and_pr
     model.pull("lib/a", a)                      # repeat by tag: every object a hit
     model.pull("lib/a", a, by_digest=True)      # by digest: hits
     model.pull("lib/a", a2, tag="2")            # new manifest, config and layer miss; the shared layer hits
-    model.request("HEAD", "manifest", "lib/b", "1", b.digest)                      # HEAD first: a miss
-    model.request("HEAD", "blob", "lib/b", b.layers[0].digest, b.layers[0].digest)  # HEAD fetches it too
+    model.request("HEAD", "manifest", "lib/b", "1", b.digest, len(b.manifest))      # HEAD first: a miss
+    model.request("HEAD", "blob", "lib/b", b.layers[0].digest, b.layers[0].digest,  # HEAD fetches it too
+                  len(b.layers[0].data))
     model.pull("lib/b", b)                      # the layer shared with lib/a misses: another repository
-    model.request("HEAD", "manifest", "lib/b", b.digest, b.digest)
-    model.request("HEAD", "blob", "lib/b", b.config.digest, b.config.digest)
+    model.request("HEAD", "manifest", "lib/b", b.digest, b.digest, len(b.manifest))
+    model.request("HEAD", "blob", "lib/b", b.config.digest, b.config.digest, len(b.config.data))
     model.pull("lib/b", b)
     # Counted by hand from the comments above, so the model itself is checked too.
-    assert model.counts == {"manifest": {"requests": 8, "hits": 5, "misses": 3},
-                            "blob": {"requests": 20, "hits": 12, "misses": 8}}, "the script changed: recount"
+    assert {obj: {k: v for k, v in c.items() if not k.endswith("bytes")} for obj, c in model.counts.items()} == {
+        "manifest": {"requests": 8, "hits": 5, "misses": 3},
+        "blob": {"requests": 20, "hits": 12, "misses": 8}}, "the script changed: recount"
+    manifests = {"lib/a": a.manifest, "lib/a:2": a2.manifest, "lib/b": b.manifest}
+    assert model.counts["manifest"]["upstream_bytes"] == sum(len(m) for m in manifests.values())
 
     config = write_config({"targets": [{"name": "mirror", "kind": "distribution", "url": proxy.url,
                                         "debug_url": proxy.debug_url, "interval": "1s"}]})
@@ -119,11 +141,13 @@ def test_scripted_pulls_through_a_real_proxy_are_counted_exactly(upstream_and_pr
     proc.wait_ready()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        got = exported(proc.metrics())
+        text = proc.metrics()
+        got = exported(text)
         if got == model.counts:
             break
         time.sleep(0.3)
     assert got == model.counts
+    assert 'regwatch_proxy_cache_info{counters="expvar",target="mirror"} 1.0' in text.splitlines()
 
 
 def test_a_registry_that_is_not_a_proxy_exports_no_cache_series(registry, write_config):
@@ -170,27 +194,29 @@ def test_counters_reset_with_the_registry_and_never_go_backwards_otherwise(upstr
 def exported_from(collector: ProxyCacheCollector) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {"blob": {}, "manifest": {}}
     for family in collector.collect():
-        kind = family.name.removeprefix("regwatch_proxy_cache_")
-        for sample in family.samples:
-            out[sample.labels["object"]][kind] = sample.value
+        if family.name.startswith("regwatch_proxy_cache_") and family.type == "counter":
+            kind = family.name.removeprefix("regwatch_proxy_cache_")
+            for sample in family.samples:
+                out[sample.labels["object"]][kind] = sample.value
     return out
 
 
 def test_without_the_registry_prometheus_metrics_only_manifests_are_exported():
     expvar = {"blobs": {"Requests": 9}, "manifests": {"Requests": 4, "Misses": 1}}
     assert blob_client_requests("") is None
-    assert derive(expvar, None) == {"manifest": (4.0, 3.0, 1.0)}
-    assert derive(expvar, 5.0)["blob"] == (5.0, 1.0, 4.0)
-    assert derive(expvar, 5.0, 2.0)["blob"] == (5.0, 3.0, 2.0)
+    assert derive(expvar, None) == {"manifest": Counts(4.0, 3.0, 1.0)}
+    assert derive(expvar, 5.0)["blob"] == Counts(5.0, 1.0, 4.0)       # 2.8: no blob bytes (they are wrong)
+    assert derive(expvar, 5.0, 2.0)["blob"] == Counts(5.0, 3.0, 2.0)
 
 
 def test_a_distribution_3_registry_is_taken_at_its_word_once_it_counts_a_blob_miss():
     # Shaped after distribution v3.1.1 registry/proxy (proxymetrics.go, proxyblobstore.go: one push per
-    # request, BlobPull on every upstream fetch); no v3 registry is installable here to run for real.
-    expvar = {"blobs": {"Requests": 7, "Hits": 5, "Misses": 2},
-              "manifests": {"Requests": 3, "Hits": 2, "Misses": 1}}
-    assert derive(expvar, 7.0) == {"blob": (7.0, 5.0, 2.0), "manifest": (3.0, 2.0, 1.0)}
-    assert derive(expvar, None)["blob"] == (7.0, 5.0, 2.0)
+    # request, BlobPull on every upstream fetch); tests/test_distribution3.py drives the fake of it.
+    expvar = {"blobs": {"Requests": 7, "Hits": 5, "Misses": 2, "BytesPulled": 20, "BytesPushed": 70},
+              "manifests": {"Requests": 3, "Hits": 2, "Misses": 1, "BytesPulled": 5, "BytesPushed": 15}}
+    assert derive(expvar, 7.0) == {"blob": Counts(7.0, 5.0, 2.0, 20.0, 70.0),
+                                   "manifest": Counts(3.0, 2.0, 1.0, 5.0, 15.0)}
+    assert derive(expvar, None)["blob"] == Counts(7.0, 5.0, 2.0, 20.0, 70.0)
 
 
 def test_distribution_2_8_counts_its_proxy_expvar_as_the_collector_assumes(upstream_and_proxy):
@@ -203,17 +229,17 @@ def test_distribution_2_8_counts_its_proxy_expvar_as_the_collector_assumes(upstr
     def raw() -> dict:
         return requests.get(proxy.debug_url + "/debug/vars", timeout=5).json()["registry"]["proxy"]
 
-    model.request("GET", "manifest", "lib/a", "1", a.digest)           # miss
-    model.request("GET", "blob", "lib/a", layer.digest, layer.digest)  # miss
-    first = raw()
     size, msize = len(layer.data), len(a.manifest)
+    model.request("GET", "manifest", "lib/a", "1", a.digest, msize)           # miss
+    model.request("GET", "blob", "lib/a", layer.digest, layer.digest, size)   # miss
+    first = raw()
     assert first["manifests"] == {"Requests": 1, "Hits": 1, "Misses": 1, "BytesPulled": msize, "BytesPushed": msize}
     # One blob fetched upstream: pushed twice (to the client and into storage), never counted as pulled.
     assert first["blobs"] == {"Requests": 2, "Hits": 2, "Misses": 0, "BytesPulled": 0, "BytesPushed": 2 * size}
 
-    model.request("GET", "manifest", "lib/a", "1", a.digest)           # hit
-    model.request("GET", "blob", "lib/a", layer.digest, layer.digest)  # hit
-    model.request("HEAD", "blob", "lib/a", layer.digest, layer.digest)  # hit; counts its size, sends none
+    model.request("GET", "manifest", "lib/a", "1", a.digest, msize)           # hit
+    model.request("GET", "blob", "lib/a", layer.digest, layer.digest, size)   # hit
+    model.request("HEAD", "blob", "lib/a", layer.digest, layer.digest, size)  # hit; counts its size, sends none
     again = raw()
     assert again["manifests"] == {"Requests": 2, "Hits": 2, "Misses": 1, "BytesPulled": msize,
                                   "BytesPushed": 2 * msize}
@@ -232,7 +258,7 @@ def test_a_long_download_from_the_cache_is_a_hit_while_it_streams(make_registry)
     collector = ProxyCacheCollector(TargetContext(config.targets[0]))
     model = Model(proxy)
     layer = big.layers[0].digest
-    model.request("GET", "blob", "lib/big", layer, layer)             # miss: now cached
+    model.request("GET", "blob", "lib/big", layer, layer, len(big.layers[0].data))   # miss: now cached
 
     with requests.get(f"{proxy.url}/v2/lib/big/blobs/{layer}", stream=True, timeout=10) as slow:
         assert slow.raw.read(1024)
@@ -249,3 +275,112 @@ def test_a_long_download_from_the_cache_is_a_hit_while_it_streams(make_registry)
     while exported_from(collector)["blob"] != model.counts["blob"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert exported_from(collector)["blob"] == model.counts["blob"]
+
+
+@pytest.mark.servers
+def test_the_blob_descriptor_cache_of_a_real_2_8_2_registry(tmp_path):
+    """2.8 counts the cache as registry_storage_cache_total{type}; regwatch exports it for any registry (no proxy
+    needed). The test checks what it can know on its own: a blob the registry has is found in the cache on every
+    later read (hits, no misses), a blob it has never seen is one miss."""
+    root = tmp_path / "registry"
+    registry = LocalRegistry(root, extra={"storage": {"filesystem": {"rootdirectory": str(root / "data")},
+                                                      "cache": {"blobdescriptor": "inmemory"}}})
+    image = build_image([{"etc/motd": b"hello\n"}])
+    layer = image.layers[0].digest
+    with registry:
+        push_image(RegistryClient(registry.url), "lib/a", "1", image)
+        config = parse_config({"targets": [{"name": "hub", "kind": "distribution", "url": registry.url,
+                                            "debug_url": registry.debug_url}]})
+        collector = ProxyCacheCollector(TargetContext(config.targets[0]))
+
+        def cache() -> dict[str, float]:
+            out = {}
+            for family in collector.collect():
+                assert not family.name.startswith("regwatch_proxy_cache_"), "not a proxy: no proxy series"
+                out[family.name.removeprefix("regwatch_blob_descriptor_cache_")] = family.samples[0].value
+            return out
+
+        def raw() -> dict[str, float]:
+            text = requests.get(registry.debug_url + "/metrics", timeout=5).text
+            return {s.labels["type"]: s.value for f in text_string_to_metric_families(text)
+                    for s in f.samples if s.name == "registry_storage_cache_total"}
+
+        before = cache()
+        assert before == {"requests": raw()["Request"], "hits": raw()["Hit"], "misses": raw()["Miss"]}
+        for _ in range(3):
+            assert requests.get(f"{registry.url}/v2/lib/a/blobs/{layer}", timeout=5).status_code == 200
+        after = cache()
+        assert after["misses"] == before["misses"] and after["hits"] >= before["hits"] + 3
+        assert after["requests"] == after["hits"] + after["misses"]
+        assert requests.get(f"{registry.url}/v2/lib/a/blobs/sha256:{'0' * 64}", timeout=5).status_code == 404
+        unknown = cache()
+        assert (unknown["misses"], unknown["requests"]) == (after["misses"] + 1, after["requests"] + 1)
+
+
+def hostile_collector(routes: dict) -> tuple[HostileServer, ProxyCacheCollector]:
+    server = HostileServer(routes).start()
+    config = parse_config({"targets": [{"name": "mirror", "kind": "distribution", "url": server.url,
+                                        "debug_url": server.url, "timeout": "2s"}]})
+    return server, ProxyCacheCollector(TargetContext(config.targets[0]))
+
+
+@pytest.mark.servers
+def test_a_debug_address_that_lies_is_a_clear_error_not_a_traceback():
+    server, collector = hostile_collector({
+        "/debug/vars": HReply(200, {"Content-Type": "application/json"},
+                              b'{"registry": {"proxy": {"blobs": {"Requests": "9"}, "manifests": {"Requests": []}}}}'),
+        "/metrics": HReply(200, {"Content-Type": "text/html"}, b"<html><body>registry_proxy_requests_total</body>"),
+    })
+    try:
+        with pytest.raises(ProxyCacheError) as err:
+            list(collector.collect())
+    finally:
+        server.stop()
+    assert str(err.value) == (f"target mirror: {server.url} has neither registry_proxy_* counters on /metrics nor "
+                              "registry.proxy in /debug/vars: is debug_url the debug address of a Docker Distribution "
+                              "registry (http.debug.addr)?")
+
+
+def test_counters_that_are_not_counts_are_left_out():
+    exposition = "\n".join([
+        "# TYPE registry_proxy_requests_total counter",
+        'registry_proxy_requests_total{type="blob"} NaN', 'registry_proxy_requests_total{type="manifest"} -3',
+        "# TYPE registry_proxy_hits_total counter",
+        'registry_proxy_hits_total{type="blob"} 1', 'registry_proxy_hits_total{type="manifest"} 1',
+        "# TYPE registry_proxy_misses_total counter",
+        'registry_proxy_misses_total{type="blob"} 1', 'registry_proxy_misses_total{type="manifest"} 1', ""])
+    assert native_counters(exposition) is None
+    assert native_counters(exposition.replace("NaN", "2").replace("} -3", "} 2")) == {
+        "blob": Counts(2.0, 1.0, 1.0), "manifest": Counts(2.0, 1.0, 1.0)}
+
+
+@pytest.mark.servers
+def test_an_endless_metrics_page_is_cut_off_at_its_limit():
+    server, collector = hostile_collector({
+        "/debug/vars": HReply(200, {"Content-Type": "application/json"},
+                              b'{"registry": {"proxy": {"blobs": {"Requests": 1}, "manifests": {"Requests": 1, '
+                              b'"Misses": 0}}}}'),
+        "/metrics": HReply(200, {"Content-Type": "text/plain"}, chunks=endless(b"# " + b"x" * 65534)),
+    })
+    try:
+        with pytest.raises(TooLarge) as err:
+            list(collector.collect())
+    finally:
+        server.stop()
+    assert str(err.value) == (f"target mirror: GET /metrics: the answer goes on past regwatch's limit of {4 << 20} "
+                              "bytes for it; refused")
+
+
+@pytest.mark.servers
+def test_a_registry_that_is_not_a_proxy_gets_no_advice_about_proxy_metrics(tmp_path, caplog):
+    registry = LocalRegistry(tmp_path / "registry")
+    del registry.config["http"]["debug"]["prometheus"]        # its debug address without /metrics
+    registry.config_path.write_text(yaml.safe_dump(registry.config))
+    with registry:
+        assert requests.get(registry.debug_url + "/metrics", timeout=5).status_code == 404
+        config = parse_config({"targets": [{"name": "hub", "kind": "distribution", "url": registry.url,
+                                            "debug_url": registry.debug_url}]})
+        collector = ProxyCacheCollector(TargetContext(config.targets[0]))
+        with caplog.at_level(logging.WARNING, logger="regwatch.collectors.proxycache"):
+            assert list(collector.collect()) == []
+    assert caplog.records == []

@@ -35,7 +35,13 @@ import attr
 from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
-from regwatch.generate.options import AUTH_FAILURE_RATIO, CACHE_HIT_RATIO, PULL_LATENCY_QUANTILE, AlertOptions
+from regwatch.generate.options import (
+    AUTH_FAILURE_RATIO,
+    CACHE_HIT_RATIO,
+    HARBOR_PROXY_HIT_RATIO,
+    PULL_LATENCY_QUANTILE,
+    AlertOptions,
+)
 
 # What Grafana 10/11 writes; kube-prometheus-stack's mixin dashboards are at 39.
 SCHEMA_VERSION = 39
@@ -203,6 +209,11 @@ def series(layout: Layout, title: str, queries: list[tuple[str, str]], *, unit: 
 HARBOR = "only with a Harbor target"
 DRILL = "only after a DR drill (drill.report_dir, Pushgateway or textfile)"
 CACHE = "only with a Distribution registry in proxy mode (debug_url) or another pull-through cache"
+CACHE_BYTES = ("only with Distribution 3's native proxy counters (registry_proxy_*_bytes_total on its debug "
+               "/metrics); Distribution 2.8's expvar counts no bytes")
+UPSTREAM = "only with a target of kind upstream (HEAD probes of a Docker Hub-style upstream's rate limit)"
+HARBOR_PROXY = ("only when Prometheus scrapes Harbor 2.16+ core (harbor_core_http_registry_proxy_*, comp=core) and "
+                "loads the recording rules")
 TLS = "only for targets probed over HTTPS"
 
 
@@ -215,11 +226,12 @@ def overview(lay: Layout, o: AlertOptions) -> None:
     lay.row("Storage")
     lay.add(Gauge, "Storage used", [(f"regwatch_storage_used_ratio{{{J}}}", "{{volume}}{{target}} {{store}}")],
             w=8, unit="percentunit", steps=above(o.storage_threshold), min=0, max=1)
-    hours = o.storage_predict_hours
-    series(lay, f"Storage used and {hours:g}h forecast", [
+    horizon = o.storage_predict_horizon
+    series(lay, f"Storage used and {horizon} forecast", [
         (f"regwatch_storage_used_ratio{{{J}}}", "{{volume}}{{target}} {{store}}"),
-        (f"1 - predict_linear(regwatch_storage_available_bytes{{{J}}}[{o.storage_predict_window}], {hours * 3600:g})"
-         f" / regwatch_storage_capacity_bytes{{{J}}}", "{{volume}}{{target}} {{store}} in " + f"{hours:g}h"),
+        (f"1 - predict_linear(regwatch_storage_available_bytes{{{J}}}[{o.storage_predict_window}], "
+         f"{o.seconds('storage_predict_horizon'):g}) / regwatch_storage_capacity_bytes{{{J}}}",
+         "{{volume}}{{target}} {{store}} in " + horizon),
     ], unit="percentunit", thresholds=above(o.storage_threshold), w=16)
     lay.row("Pulls and logins")
     series(lay, "Pull latency (probes)", [
@@ -233,7 +245,11 @@ def overview(lay: Layout, o: AlertOptions) -> None:
            unit="percentunit", thresholds=below(o.cache_hit_ratio_threshold), need=CACHE)
     stat(lay, "Since the last passing drill",
          [(f"time() - regwatch_drill_last_success_timestamp_seconds{{{J}}}", "{{store}}")], unit="s",
-         thresholds=above(o.drill_max_age_hours * 3600), w=12, need=DRILL)
+         thresholds=above(o.seconds("drill_max_age")), w=6, need=DRILL)
+    stat(lay, "Upstream pull limit left",
+         [(f"regwatch_upstream_ratelimit_remaining{{{JT}}} / regwatch_upstream_ratelimit_limit{{{JT}}}",
+           "{{target}} {{source}}")], unit="percentunit", thresholds=below(o.upstream_ratelimit_threshold), w=6,
+         need=UPSTREAM)
 
 
 def target(lay: Layout, o: AlertOptions) -> None:
@@ -263,6 +279,26 @@ def target(lay: Layout, o: AlertOptions) -> None:
     ], unit="reqps", need=CACHE)
     series(lay, "Cache hit ratio", [(f"{CACHE_HIT_RATIO}{{{JT}}}", "{{target}} {{object}}")], unit="percentunit",
            thresholds=below(o.cache_hit_ratio_threshold), need=CACHE)
+    # What the cache sent to clients minus what it fetched from the upstream: the upstream traffic it saved.
+    served = f"sum by (target, object) (rate(regwatch_proxy_cache_served_bytes_total{{{JT}}}[{RATE}]))"
+    fetched = f"sum by (target, object) (rate(regwatch_proxy_cache_upstream_bytes_total{{{JT}}}[{RATE}]))"
+    series(lay, "Bandwidth saved by the cache", [
+        (f"{served} - {fetched}", "{{target}} {{object}} saved"),
+        (served, "{{target}} {{object}} served"),
+        (fetched, "{{target}} {{object}} from upstream"),
+    ], unit="Bps", w=16, need=CACHE_BYTES)
+    stat(lay, "Cache counters read from", [(f"count by (target, counters) (regwatch_proxy_cache_info{{{JT}}})",
+                                            "{{target}}: {{counters}}")], w=8, textMode="name", need=CACHE)
+    lay.row("Upstream rate limit")
+    series(lay, "Upstream pull limit left", [
+        (f"regwatch_upstream_ratelimit_remaining{{{JT}}} / regwatch_upstream_ratelimit_limit{{{JT}}}",
+         "{{target}} {{source}}")], unit="percentunit", thresholds=below(o.upstream_ratelimit_threshold), w=8,
+           need=UPSTREAM)
+    series(lay, "Upstream pulls left and limit", [
+        (f"regwatch_upstream_ratelimit_remaining{{{JT}}}", "{{target}} {{source}} left"),
+        (f"regwatch_upstream_ratelimit_limit{{{JT}}}", "{{target}} {{source}} limit")], w=8, need=UPSTREAM)
+    stat(lay, "Upstream limit window", [(f"regwatch_upstream_ratelimit_window_seconds{{{JT}}}",
+                                         "{{target}} {{source}}")], unit="s", w=8, need=UPSTREAM)
 
 
 def harbor(lay: Layout, o: AlertOptions) -> None:
@@ -293,10 +329,46 @@ def harbor(lay: Layout, o: AlertOptions) -> None:
          thresholds=below(1), need=HARBOR + " that has run GC")
     stat(lay, "Since the last successful GC",
          [(f"time() - regwatch_harbor_gc_last_success_timestamp_seconds{{{JT}}}", "{{target}}")], unit="s",
-         thresholds=above(o.gc_max_age_days * 86400), need=HARBOR + " that has run GC")
+         thresholds=above(o.seconds("gc_max_age")), need=HARBOR + " that has run GC")
+    stat(lay, "Last GC freed", [(f"regwatch_harbor_gc_last_freed_bytes{{{JT}}}", "{{target}}")], unit="bytes",
+         need=HARBOR + " that has run GC")
+    stat(lay, "Last GC purged", [(f"regwatch_harbor_gc_last_purged_blobs{{{JT}}}", "{{target}} blobs"),
+                                 (f"regwatch_harbor_gc_last_purged_manifests{{{JT}}}", "{{target}} manifests")],
+         need=HARBOR + " that has run GC")
     stat(lay, "Robot accounts expiring", [
         (f"regwatch_harbor_robot_expiry_timestamp_seconds{{{JT}}} - time()", "{{target}} {{robot}}")],
-         unit="s", thresholds=below(o.robot_expiry_days * 86400), w=12, need=HARBOR + " with expiring robots")
+         unit="s", thresholds=below(o.seconds("robot_expiry_within")), w=12, need=HARBOR + " with expiring robots")
+    lay.row("Schedules, retention and preheat")
+    scheduled = HARBOR + " with scheduled jobs (replication cron, GC, scan-all, audit-log purge, retention)"
+    grace = o.seconds("schedule_grace")
+    # Negative: overdue. HarborScheduledJobMissed fires past minus the grace.
+    series(lay, "Time until the next scheduled run", [
+        (f"regwatch_harbor_schedule_next_run_timestamp_seconds{{{JT}}} - time()",
+         "{{target}} {{schedule}} {{policy}}")], unit="s", thresholds=steps(("red", None), ("green", -grace)),
+           need=scheduled)
+    stat(lay, "Last scheduled run succeeded", [
+        (f"regwatch_harbor_schedule_last_run_success{{{JT}}}", "{{target}} {{schedule}} {{policy}}")],
+         thresholds=below(1), w=12, need=scheduled)
+    series(lay, "Last scheduled run took", [
+        (f"regwatch_harbor_schedule_last_run_end_timestamp_seconds{{{JT}}} - "
+         f"regwatch_harbor_schedule_last_run_start_timestamp_seconds{{{JT}}}", "{{target}} {{schedule}} {{policy}}")],
+           unit="s", need=scheduled)
+    stat(lay, "Last retention run succeeded", [
+        (f"regwatch_harbor_retention_last_execution_success{{{JT}}}", "{{target}} {{policy}}")],
+         thresholds=below(1), need=HARBOR + " with tag retention policies that have run")
+    stat(lay, "Last preheat succeeded", [
+        (f"regwatch_harbor_preheat_last_execution_success{{{JT}}}", "{{target}} {{policy}}")],
+         thresholds=below(1), need=HARBOR + " with preheat policies that have run")
+    lay.row("Proxy cache (Harbor 2.16+)")
+    # Harbor's own series come from the job scraping Harbor core, not regwatch's: no $job filter.
+    series(lay, "Proxy-cache hit ratio per project", [(HARBOR_PROXY_HIT_RATIO, "{{job}} {{project}}")],
+           unit="percentunit", thresholds=below(o.cache_hit_ratio_threshold), need=HARBOR_PROXY)
+    series(lay, "Proxied requests per project", [
+        (f"sum without (instance, pod, method) (rate(harbor_core_http_registry_proxy_requests_total[{RATE}]))",
+         "{{job}} {{project}} requests"),
+        (f"sum without (instance, pod, method) "
+         f"(rate(harbor_core_http_registry_proxy_upstream_requests_total[{RATE}]))",
+         "{{job}} {{project}} to upstream")], unit="reqps", need=HARBOR_PROXY)
     lay.row("Scanning and job service")
     series(lay, "Scan-all tasks", [(f"regwatch_harbor_scan_all_tasks{{{JT}}}", "{{target}} {{status}}")],
            need=HARBOR + " after a scan-all")
@@ -329,7 +401,8 @@ def probes(lay: Layout, o: AlertOptions) -> None:
          "{{target}} {{image}} {{reason}}")])
     stat(lay, "TLS certificate expires in", [
         (f"regwatch_tls_cert_expiry_timestamp_seconds{{{JT}}} - time()", "{{target}} {{endpoint}}")], unit="s",
-         thresholds=steps(("red", None), ("orange", o.tls_critical_days * 86400), ("green", o.tls_warning_days * 86400)),
+         thresholds=steps(("red", None), ("orange", o.seconds("tls_critical_within")),
+                         ("green", o.seconds("tls_warning_within"))),
          w=12, need=TLS)
 
 
@@ -354,16 +427,28 @@ def auth(lay: Layout, o: AlertOptions) -> None:
 
 
 def drill(lay: Layout, o: AlertOptions) -> None:
-    lay.row("Last drill")
+    lay.row("Last full drill (backup, restore, verify in one run)")
     stat(lay, "Last drill passed", [(f"regwatch_drill_success{{{J}}}", "{{store}}")], thresholds=below(1),
          need=DRILL)
     stat(lay, "Since the last passing drill",
          [(f"time() - regwatch_drill_last_success_timestamp_seconds{{{J}}}", "{{store}}")], unit="s",
-         thresholds=above(o.drill_max_age_hours * 3600), need=DRILL)
+         thresholds=above(o.seconds("drill_max_age")), need=DRILL)
     stat(lay, "Data age at the last backup (RPO)", [(f"regwatch_drill_rpo_seconds{{{J}}}", "{{store}}")], unit="s",
-         thresholds=above(o.drill_max_age_hours * 3600), need=DRILL)
+         thresholds=above(o.seconds("drill_backup_max_age")), need=DRILL)
     stat(lay, "Last drill ran", [(f"regwatch_drill_last_run_timestamp_seconds{{{J}}} * 1000", "{{store}}")],
          unit="dateTimeFromNow", need=DRILL)
+    lay.row("Phases (also when run alone) and coverage")
+    stat(lay, "Last run of each phase passed", [(f"regwatch_drill_phase_success{{{J}}}", "{{store}} {{phase}}")],
+         thresholds=below(1), w=8, need=DRILL)
+    stat(lay, "Since the last successful backup", [
+        (f'time() - regwatch_drill_phase_last_success_timestamp_seconds{{{J},phase="backup"}}', "{{store}}")],
+         unit="s", thresholds=above(o.seconds("drill_backup_max_age")), w=8, need=DRILL)
+    lay.add(Gauge, "Tags covered (in the store and verified)",
+            [(f"regwatch_drill_coverage_ratio{{{J}}}", "{{store}}")], w=8, h=5, unit="percentunit",
+            steps=below(o.drill_coverage_threshold), min=0, max=1, need=DRILL)
+    series(lay, "Since each phase last passed", [
+        (f"time() - regwatch_drill_phase_last_success_timestamp_seconds{{{J}}}", "{{store}} {{phase}}")], unit="s",
+           w=24, need=DRILL)
     series(lay, "Duration by phase", [(f"regwatch_drill_duration_seconds{{{J}}}", "{{store}} {{phase}}")], unit="s",
            w=8, need=DRILL)
     series(lay, "Images by result", [(f"regwatch_drill_images{{{J}}}", "{{store}} {{result}}")], w=8, need=DRILL)
