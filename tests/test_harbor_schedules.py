@@ -178,19 +178,16 @@ def test_freed_bytes_come_from_the_last_successful_run_that_was_not_a_dry_run(fa
 # --------------------------------------------------------------------------- a real Prometheus
 
 
-def missed_rule() -> tuple[dict, str]:
-    """HarborScheduledJobMissed as `regwatch generate alerts` writes it, with `for:` shortened to 1s; or, while
-    the generator does not have it yet, the expression the rules helper's option describes (grace 1h)."""
+def missed_rule() -> dict:
+    """HarborScheduledJobMissed as `regwatch generate alerts` writes it (default grace 1h), `for:` shortened to 1s."""
     from regwatch.generate import alerts
     from regwatch.generate.options import AlertOptions
 
     rules = alerts.render_rules(AlertOptions(for_durations={"HarborScheduledJobMissed": "1s"}))
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            if rule.get("alert") == "HarborScheduledJobMissed":
-                return dict(rule, **{"for": "1s"}), "generated"
-    return ({"alert": "HarborScheduledJobMissed", "for": "1s", "labels": {"severity": "warning"},
-             "expr": "time() - regwatch_harbor_schedule_next_run_timestamp_seconds > 3600"}, "expected")
+    found = [rule for group in rules["groups"] for rule in group["rules"]
+             if rule.get("alert") == "HarborScheduledJobMissed"]
+    assert len(found) == 1 and found[0]["for"] == "1s"
+    return found[0]
 
 
 def test_harbor_scheduled_job_missed_fires_in_prometheus_for_a_stalled_schedule_only(fake, tmp_path, serve,
@@ -210,12 +207,12 @@ def test_harbor_scheduled_job_missed_fires_in_prometheus_for_a_stalled_schedule_
                                         "harbor": {"skip": target.harbor.skip}}]})
     proc = serve(config)
     proc.wait_ready()
-    rule, source = missed_rule()
+    rule = missed_rule()
     rules = tmp_path / "rules.yml"
     rules.write_text(yaml.safe_dump({"groups": [{"name": "harbor-schedules", "rules": [rule]}]}))
     with PrometheusServer(tmp_path / "prom", [f"127.0.0.1:{proc.port}"], rule_files=[str(rules)]) as prom:
         firing = prom.wait_for('ALERTS{alertname="HarborScheduledJobMissed",alertstate="firing"}', timeout=40)
-        assert [a["metric"]["policy"] for a in firing] == ["stalled"], source
+        assert [a["metric"]["policy"] for a in firing] == ["stalled"]
         assert firing[0]["metric"]["schedule"] == "replication"
         # The late schedule's figure is the slot the test computed: two hours before this hour's top.
         value = prom.query('regwatch_harbor_schedule_next_run_timestamp_seconds{policy="stalled"}')
