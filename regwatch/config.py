@@ -275,7 +275,7 @@ class ProbeConfig(Strict):
 
 
 HARBOR_GROUPS = ("health", "projects", "storage", "replication", "gc", "scans", "jobservice", "robots",
-                 "members", "signatures", "audit")
+                 "members", "signatures", "audit", "retention", "preheat", "artifacts")
 
 
 class HarborConfig(Strict):
@@ -283,7 +283,8 @@ class HarborConfig(Strict):
 
     # Metric groups not to collect at all (each group is its own collector job).
     skip: list[Literal[HARBOR_GROUPS]] = Field(default_factory=list)  # type: ignore[valid-type]
-    # Interval of the groups that need one call per project or repository (members, signatures).
+    # Interval of the groups that need one call per project or repository (members, signatures, retention,
+    # preheat, artifacts).
     detail_interval: Duration = 300.0
     # Per-project/per-repository calls made per collection at most; the rest wait for the next one,
     # so a 10,000-project Harbor is visited a slice at a time instead of all at once.

@@ -11,11 +11,13 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from regwatch.budget import Budget
 from regwatch.client import RegistryClient
+from regwatch.collectors import TargetContext
 from regwatch.collectors.harbor import harbor_jobs_for
-from regwatch.collectors.harbor.api import HarborAPI, repo_path
+from regwatch.collectors.harbor.api import HarborAPI, items_of, repo_path
 from regwatch.collectors.harbor.audit import AuditState, new_events
-from regwatch.collectors.harbor.members import rotate
+from regwatch.collectors.harbor.rotation import rotate
 from regwatch.config import parse_config
 from regwatch.runner import Runner
 from tests.fakes.harbor import T0, FakeHarbor
@@ -35,11 +37,20 @@ def target_for(fake: FakeHarbor, tmp_path, user: str = "admin", **harbor: object
     return config.targets[0]
 
 
+def context(target, **budget: float) -> TargetContext:
+    """The target's context; ``budget`` overrides (retries, backoff) with no real sleeping."""
+    return TargetContext(target, budget=Budget(timeout=target.timeout, sleep=lambda s: None, **budget))
+
+
+def api_for(target, **budget: float) -> HarborAPI:
+    return HarborAPI(target, context(target, **budget).client())
+
+
 class Scrape:
     """Runs every Harbor job once through the real runner and reads the rendered exposition."""
 
-    def __init__(self, target, api: HarborAPI | None = None):
-        self.jobs = harbor_jobs_for(target, api)
+    def __init__(self, target, api: HarborAPI | None = None, ctx: TargetContext | None = None):
+        self.jobs = harbor_jobs_for(ctx or context(target), api)
         self.runner = Runner(self.jobs)
 
     def run(self) -> Scrape:
@@ -100,7 +111,7 @@ def test_page_size_above_100_gets_422_from_the_fake(fake):
 
 
 def test_pagination_follows_relative_link_when_there_is_no_total_count(fake, tmp_path, monkeypatch):
-    api = HarborAPI(target_for(fake, tmp_path))
+    api = api_for(target_for(fake, tmp_path))
     original = fake._list
 
     def without_total(handler, template, path, query, getter, total, page, size):
@@ -119,7 +130,7 @@ def test_pagination_follows_relative_link_when_there_is_no_total_count(fake, tmp
             monkeypatch.setattr(fake, "_send", send)
 
     monkeypatch.setattr(fake, "_list", without_total)
-    ids = [r["id"] for r in api.list_all("/repositories")]
+    ids = [r.integer("id") for r in api.list_all("/repositories")]
     assert ids == list(range(1, 346))
     api.close()
 
@@ -175,10 +186,13 @@ def test_replication_gc_scans_jobservice_and_robots(fake, tmp_path):
     # GC: newest run is Running, the last finished one errored, the last success before that.
     assert g("regwatch_harbor_gc_running", target="h") == 1
     assert g("regwatch_harbor_gc_last_run_succeeded", target="h") == 0
+    assert g("regwatch_harbor_gc_last_freed_bytes", target="h") == 512 * 1024 * 1024  # the successful run's
+    assert g("regwatch_harbor_gc_last_purged_blobs", target="h") == 120
+    assert g("regwatch_harbor_gc_last_purged_manifests", target="h") == 8
     assert g("regwatch_harbor_gc_last_success_timestamp_seconds", target="h") == T0 + 60
     assert g("regwatch_harbor_gc_next_run_timestamp_seconds", target="h") == T0 + 86400
     assert g("regwatch_harbor_purge_audit_last_run_succeeded", target="h") == 1
-    assert g("regwatch_harbor_purge_audit_next_run_timestamp_seconds", target="h") is None  # schedule None
+    assert g("regwatch_harbor_purge_audit_next_run_timestamp_seconds", target="h") == T0 + 5 * 86400
     assert g("regwatch_harbor_scan_all_tasks", target="h", status="Error") == 5
     assert g("regwatch_harbor_scan_all_ongoing", target="h") == 1
     assert g("regwatch_harbor_vulnerabilities", target="h", severity="critical") == 3
@@ -221,16 +235,20 @@ def test_wrong_password_is_target_down_with_a_clear_error(fake, tmp_path):
     scrape = Scrape(target_for(fake, tmp_path, user="nobody")).run()
     assert scrape.get("regwatch_target_up", target="h", kind="harbor") == 0
     status = {s["collector"]: s for s in scrape.runner.status()}
-    assert "check username" in status["harbor"]["last_error"]
-    assert "wrong" not in status["harbor"]["last_error"]
+    secret = tmp_path / "secret-nobody"
+    assert status["harbor"]["last_error"] == (
+        "target h: Harbor did not accept user nobody (from the config) (/systeminfo answered as to an anonymous "
+        "caller); check the username and password")
+    assert "wrong" not in status["harbor"]["last_error"] and secret.read_text() == "wrong"
     scrape.close()
 
 
 @pytest.mark.servers
 def test_an_old_harbor_lacks_endpoints_without_calling_them(tmp_path):
-    with FakeHarbor(version="v2.7.1") as old:
+    with FakeHarbor(version="v2.6.1") as old:
         scrape = Scrape(target_for(old, tmp_path)).run()
-        for endpoint in ("/jobservice/queues", "/security/summary", "/auditlog-exts"):
+        for endpoint in ("/jobservice/queues", "/schedules", "/security/summary", "/auditlog-exts",
+                         "/projects/{project_name_or_id}/artifacts"):
             assert scrape.get("regwatch_harbor_endpoint_collected", target="h", endpoint=endpoint) == 0
             assert old.calls[endpoint] == 0  # known from the version: never asked
         # The audit falls back to the legacy /audit-logs.
@@ -241,7 +259,7 @@ def test_an_old_harbor_lacks_endpoints_without_calling_them(tmp_path):
 @pytest.mark.servers
 def test_an_unknown_old_endpoint_404_is_not_collected(tmp_path):
     with FakeHarbor(version="v2.2.0") as old:
-        api = HarborAPI(target_for(old, tmp_path))
+        api = api_for(target_for(old, tmp_path))
         api._version = None  # version unknown: regwatch has to learn it from the 404
         scrape = Scrape(target_for(old, tmp_path), api)
         for job in scrape.jobs[1:]:  # skip the primary job, which would learn the version
@@ -254,7 +272,7 @@ def test_an_unknown_old_endpoint_404_is_not_collected(tmp_path):
 def test_core_down_is_target_down_and_core_unhealthy(fake, tmp_path):
     fake.core_down = True
     target = target_for(fake, tmp_path, collection_timeout="20s")
-    scrape = Scrape(target, HarborAPI(target, RegistryClient.for_target(target, retries=2, backoff=0.1)))
+    scrape = Scrape(target, api_for(target, retries=2, backoff=0.1))
     scrape.run()
     assert scrape.get("regwatch_target_up", target="h", kind="harbor") == 0
     assert scrape.get("regwatch_harbor_healthy", target="h") == 0
@@ -276,15 +294,14 @@ def test_unhealthy_component_reported(fake, tmp_path):
 def test_rate_limited_harbor_is_backed_off_not_hammered(fake, tmp_path):
     fake.rate_limit = 1
     target = target_for(fake, tmp_path, collection_timeout="30s")
-    api = HarborAPI(target, RegistryClient.for_target(target, retries=2, backoff=0.1))
-    scrape = Scrape(target, api)
-    started = time.monotonic()
+    waits: list[float] = []
+    ctx = TargetContext(target, budget=Budget(timeout=target.timeout, retries=2, backoff=0.1, sleep=waits.append))
+    scrape = Scrape(target, ctx=ctx)
     scrape.run()
-    elapsed = time.monotonic() - started
     # The first 429s are retried after Retry-After (1 s); then every group pauses without asking again.
     calls = sum(fake.calls.values())
-    assert calls <= 3 * len(scrape.jobs), f"{calls} requests in {elapsed:.1f}s: a tight loop"
-    assert elapsed >= 2.0  # two Retry-After waits happened
+    assert calls <= 3 * len(scrape.jobs), f"{calls} requests: a tight loop"
+    assert waits[:2] == [1.0, 1.0]  # the client honoured Retry-After twice
     assert scrape.get("regwatch_target_up", target="h", kind="harbor") == 0
     before = sum(fake.calls.values())
     scrape.run()  # within the pause: no request at all
@@ -328,10 +345,10 @@ def test_concurrency_is_bounded_per_target(tmp_path):
 def test_new_events_skips_what_was_counted_even_in_the_same_second():
     state = AuditState(None)
     first = [{"id": 1, "op_time": "2024-01-01T00:00:01Z"}, {"id": 2, "op_time": "2024-01-01T00:00:02Z"}]
-    assert [e["id"] for e in new_events(first, state)] == [1, 2]
+    assert [e.integer("id") for e in new_events(items_of(first, "test"), state)] == [1, 2]
     again = first + [{"id": 3, "op_time": "2024-01-01T00:00:02Z"}, {"id": 4, "op_time": "2024-01-01T00:00:03Z"}]
-    assert [e["id"] for e in new_events(again, state)] == [3, 4]
-    assert new_events(again, state) == []
+    assert [e.integer("id") for e in new_events(items_of(again, "test"), state)] == [3, 4]
+    assert new_events(items_of(again, "test"), state) == []
 
 
 def test_audit_counts_incrementally_and_survives_a_restart(fake, tmp_path):
@@ -378,4 +395,33 @@ def test_no_secret_in_the_exposition(fake, tmp_path):
     scrape = Scrape(target_for(fake, tmp_path)).run()
     text = scrape.runner.exposition().decode()
     assert "Harbor12345" not in text and "*****" not in text and "puller" not in text
+    scrape.close()
+
+
+def test_artifacts_by_type_preheat_and_a_paused_scheduler(fake, tmp_path):
+    fake.scheduler_paused = True
+    scrape = Scrape(target_for(fake, tmp_path, detail_calls_per_cycle=1000)).run()
+    # Counted here from the fake's artifacts, repository by repository.
+    expected: dict[tuple[str, str], int] = {}
+    for j in range(1, fake.n_repos + 1):
+        project = fake.repo_name(j).split("/")[0]
+        for artifact in fake.artifacts(j):
+            key = (project, artifact["type"])
+            expected[key] = expected.get(key, 0) + 1
+    got = {(dict(k[1])["project"], dict(k[1])["artifact_type"]): v for k, v in scrape.samples.items()
+           if k[0] == "regwatch_harbor_project_artifacts_by_type"}
+    assert got == expected and {t for _, t in got} == {"IMAGE", "CHART", "CNAB"}
+    assert scrape.get("regwatch_harbor_detail_coverage_ratio", target="h", group="artifacts") == 1.0
+    # warm-nodes' newest execution errored; never-ran has no execution, so no series.
+    preheat = {dict(k[1])["policy"]: v for k, v in scrape.samples.items()
+               if k[0] == "regwatch_harbor_preheat_last_execution_success"}
+    assert preheat == {"library/warm-nodes": 0.0}
+    assert scrape.get("regwatch_harbor_jobservice_schedules_paused", target="h") == 1
+    scrape.close()
+
+
+def test_the_detail_groups_share_one_project_listing(fake, tmp_path):
+    scrape = Scrape(target_for(fake, tmp_path)).run()
+    # projects, members, retention, preheat and artifacts all need the projects: one listing of 12 (one page).
+    assert fake.calls["/projects"] == 1
     scrape.close()

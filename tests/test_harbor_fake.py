@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
+from regwatch.collectors import TargetContext
 from regwatch.collectors.harbor import harbor_jobs_for
 from regwatch.config import parse_config
 from tests.fakes.harbor import FakeHarbor
@@ -31,7 +32,7 @@ def run_all_jobs(fake: FakeHarbor, user: str, password_file: Path) -> None:
     config = parse_config({"targets": [{"name": "h", "kind": "harbor", "url": fake.url, "username": user,
                                         "password_file": str(password_file),
                                         "harbor": {"detail_calls_per_cycle": 20}}]})
-    for job in harbor_jobs_for(config.targets[0]):
+    for job in harbor_jobs_for(TargetContext(config.targets[0])):
         try:
             list(job.collector.collect())
         except Exception:  # noqa: BLE001 - a role may fail the primary job; we only gather traffic here
@@ -46,6 +47,9 @@ def traffic(tmp_path_factory) -> list[FakeHarbor]:
     for version, user in (("v2.15.2", "admin"), ("v2.15.2", "robot$monitor"), ("v2.15.2", "dev"),
                           ("v2.2.0", "admin"), ("v2.15.2", "nobody")):
         fake = FakeHarbor(projects=7, repositories=260, version=version).start()
+        # Enough manual runs to hide the last scheduled one, so its own query (trigger=scheduled) is made too.
+        fake.executions[1][:0] = [fake.execution(100 + k, 1, "Succeed", 1_700_010_000.0 + k, trigger="manual")
+                                  for k in range(10)]
         fake.add_audit("login", resource_type="user", result=False)
         fake.add_audit("push")
         password = secrets / f"{user}-{version}"
@@ -78,7 +82,14 @@ def test_every_response_validates_against_the_swagger_schema(swagger, traffic):
                          "/system/purgeaudit", "/system/purgeaudit/schedule", "/scans/all/metrics", "/scanners",
                          "/security/summary", "/jobservice/queues", "/jobservice/pools", "/robots",
                          "/auditlog-exts", "/audit-logs",
-                         "/projects/{project_name}/repositories/{repository_name}/artifacts"}
+                         "/projects/{project_name}/repositories/{repository_name}/artifacts",
+                         "/system/scanAll/schedule", "/schedules", "/schedules/{job_type}/paused", "/retentions/{id}",
+                         "/retentions/{id}/executions", "/projects/{project_name}/preheat/policies",
+                         "/projects/{project_name}/preheat/policies/{preheat_policy_name}/executions",
+                         "/projects/{project_name_or_id}/artifacts"}
+    # The query for the last scheduled replication run was made (and answered within the swagger).
+    assert any(t == "/replication/executions" and q.get("trigger") == ["scheduled"]
+               for fake in traffic for t, _, q in fake.requests)
 
 
 def test_the_schema_check_catches_a_wrong_body(swagger):

@@ -12,7 +12,16 @@ schemas), and Harbor's behaviours that bite exporters (research notes, harbor-an
   roles get 403 where Harbor's RBAC denies them (a non-admin user cannot list quotas, a
   robot does not see the /statistics totals, ...);
 - an older ``version`` answers 404 for endpoints that came later (/health 2.3, /quotas 2.3,
-  /jobservice 2.8, /security/summary 2.10, /auditlog-exts 2.13);
+  /system/purgeaudit 2.6, /jobservice and /schedules 2.7, /security/summary 2.10, project-level
+  artifacts 2.12, /auditlog-exts 2.13: the first goharbor/harbor tags whose swagger has them);
+- schedules as Harbor keeps them: GC, purge and scan-all schedules with ``type``/``cron``/
+  ``update_time``, replication policies with ``trigger.trigger_settings.cron``, retention
+  policies with ``trigger.settings.cron``, runs whose trigger says who started them (``SCHEDULE``,
+  ``scheduled``, ``Schedule``; handlers in src/server/v2.0/handler/{gc,replication,retention}.go),
+  GC runs whose ``job_parameters`` carry ``freed_space``/``purged_blobs``/``purged_manifests``
+  (src/controller/gc/callback.go), preheat policies whose ``trigger`` is a JSON string;
+- ``tamper`` (swagger path -> function of the body) and ``extra_headers`` (swagger path ->
+  headers) turn it into a hostile Harbor for the robustness tests;
 - ``delay`` seconds per API call; ``rate_limit`` answers 429 with ``Retry-After``;
   ``core_down`` makes the nginx in front answer 502 Bad Gateway for every /api path.
 
@@ -40,8 +49,10 @@ GIB = 1024 ** 3
 # Endpoint (swagger path) -> first Harbor version that has it in the v2 API.
 ADDED_IN = {
     "/health": (2, 3), "/statistics": (2, 3), "/quotas": (2, 3),
-    "/jobservice/queues": (2, 8), "/jobservice/pools": (2, 8),
-    "/security/summary": (2, 10), "/auditlog-exts": (2, 13),
+    "/system/purgeaudit": (2, 6), "/system/purgeaudit/schedule": (2, 6),
+    "/jobservice/queues": (2, 7), "/jobservice/pools": (2, 7), "/schedules": (2, 7),
+    "/schedules/{job_type}/paused": (2, 7), "/security/summary": (2, 10),
+    "/projects/{project_name_or_id}/artifacts": (2, 12), "/auditlog-exts": (2, 13),
 }
 NO_AUTH = {"/ping", "/health", "/systeminfo"}
 # What a non-admin user may not read (Harbor RBAC: system resources need sysadmin or a robot permission).
@@ -49,7 +60,8 @@ USER_FORBIDDEN = {
     "/quotas", "/systeminfo/volumes", "/registries", "/replication/policies", "/replication/executions",
     "/system/gc", "/system/gc/schedule", "/system/purgeaudit", "/system/purgeaudit/schedule",
     "/scans/all/metrics", "/scanners", "/security/summary", "/jobservice/queues", "/jobservice/pools",
-    "/robots", "/auditlog-exts", "/audit-logs",
+    "/robots", "/auditlog-exts", "/audit-logs", "/system/scanAll/schedule", "/schedules",
+    "/schedules/{job_type}/paused",
 }
 # A system robot with the monitoring permissions of harbor-anchors.md (no robot:list).
 ROBOT_FORBIDDEN = {"/robots"}
@@ -60,6 +72,7 @@ def iso(ts: float) -> str:
 
 
 T0 = 1_700_000_000.0
+NULL = object()  # an endpoint whose payload is nil: 200 with an empty body (Harbor's answer for "no schedule")
 
 
 def _route_table() -> list[tuple[re.Pattern, str]]:
@@ -70,6 +83,10 @@ def _route_table() -> list[tuple[re.Pattern, str]]:
         "/system/purgeaudit", "/system/purgeaudit/schedule", "/scans/all/metrics", "/scanners",
         "/security/summary", "/jobservice/queues", "/jobservice/pools", "/robots", "/auditlog-exts",
         "/audit-logs", "/projects/{project_name}/repositories/{repository_name}/artifacts",
+        "/system/scanAll/schedule", "/schedules", "/schedules/{job_type}/paused", "/retentions/{id}",
+        "/retentions/{id}/executions", "/projects/{project_name}/preheat/policies",
+        "/projects/{project_name}/preheat/policies/{preheat_policy_name}/executions",
+        "/projects/{project_name_or_id}/artifacts",
     ]
     table = []
     for template in templates:
@@ -104,16 +121,37 @@ class FakeHarbor:
                             "status": "healthy"},
                            {"id": 2, "name": "dr-site", "url": "https://harbor-dr.example.com", "type": "harbor",
                             "status": "unhealthy"}]
-        self.policies = [{"id": 1, "name": "to-dr", "enabled": True}, {"id": 2, "name": "nightly", "enabled": False}]
+        self.policies = [
+            {"id": 1, "name": "to-dr", "enabled": True,
+             "trigger": {"type": "scheduled", "trigger_settings": {"cron": "0 0 * * * *"}}},
+            {"id": 2, "name": "nightly", "enabled": False,
+             "trigger": {"type": "scheduled", "trigger_settings": {"cron": "0 0 3 * * *"}}},
+            {"id": 3, "name": "on-push", "enabled": True, "trigger": {"type": "event_based"}}]
         # policy id -> executions, newest first
         self.executions: dict[int, list[dict]] = {
             1: [self.execution(11, 1, "Failed", T0 + 3600, succeed=8, failed=2),
                 self.execution(10, 1, "Succeed", T0, succeed=10)],
-            2: []}
-        self.gc_runs = [self.gc_run(3, "Running", T0 + 7200), self.gc_run(2, "Error", T0 + 3600),
-                        self.gc_run(1, "Success", T0)]
-        self.gc_schedule = {"type": "Daily", "cron": "0 0 0 * * *", "next_scheduled_time": iso(T0 + 86400)}
+            2: [], 3: [self.execution(12, 3, "Succeed", T0 + 50, trigger="event_based", succeed=1)]}
+        self.gc_runs = [self.gc_run(3, "Running", T0 + 7200, kind="MANUAL"), self.gc_run(2, "Error", T0 + 3600),
+                        self.gc_run(1, "Success", T0, freed=(512 * 1024 * 1024, 120, 8))]
+        self.gc_schedule: dict | None = {"type": "Daily", "cron": "0 0 0 * * *", "next_scheduled_time": iso(T0 + 86400)}
+        self.gc_schedule_updated = T0 - 86400
         self.purge_runs = [self.gc_run(5, "Success", T0 + 100, job_name="PURGE_AUDIT_LOG")]
+        self.purge_schedule: dict | None = {"type": "Weekly", "cron": "0 0 0 * * 0", "next_scheduled_time": iso(T0 + 5 * 86400)}
+        self.scan_all_schedule: dict | None = {"type": "Daily", "cron": "0 0 2 * * *"}
+        self.scheduler_paused = False
+        # retention id -> its project, cron ("" = no schedule) and executions (newest first)
+        self.retentions: dict[int, dict] = {
+            1: {"project": 1, "cron": "0 0 0 * * *", "updated": T0 - 86400,
+                "executions": [self.retention_run(21, 1, "Success", T0, "Schedule"),
+                               self.retention_run(20, 1, "Error", T0 - 3600, "MANUAL")]},
+            2: {"project": 3, "cron": "", "updated": T0 - 86400,
+                "executions": [self.retention_run(22, 2, "Error", T0, "MANUAL")]}}
+        # project name -> preheat policies, each with its executions (newest first)
+        self.preheat: dict[str, list[dict]] = {
+            "library": [{"id": 1, "name": "warm-nodes", "executions": [self.preheat_run(31, "Error", T0),
+                                                                      self.preheat_run(30, "Success", T0 - 60)]},
+                        {"id": 2, "name": "never-ran", "executions": []}]}
         self.scan_all = {"total": 100, "completed": 90, "metrics": {"Pending": 0, "Running": 10, "Success": 85,
                                                                      "Error": 5, "Stopped": 0},
                          "ongoing": True, "trigger": "Manual"}
@@ -129,6 +167,8 @@ class FakeHarbor:
                        {"id": 2, "name": "robot$proj1+pull", "level": "project", "duration": -1, "disable": True,
                         "expires_at": -1}]
         self.audit: list[dict] = []
+        self.tamper: dict[str, Any] = {}  # swagger path -> function(body) -> the body sent instead
+        self.extra_headers: dict[str, dict[str, str]] = {}  # swagger path -> headers added (or replaced)
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []  # (template, raw path, query)
         self.responses: list[tuple[str, int, Any]] = []  # (template, status, body) samples
         self._samples: Counter = Counter()
@@ -139,8 +179,9 @@ class FakeHarbor:
     # ------------------------------------------------------------------ data
 
     @staticmethod
-    def execution(ident: int, policy: int, status: str, start: float, **counts: int) -> dict:
-        body = {"id": ident, "policy_id": policy, "status": status, "trigger": "scheduled",
+    def execution(ident: int, policy: int, status: str, start: float, trigger: str = "scheduled",
+                  **counts: int) -> dict:
+        body = {"id": ident, "policy_id": policy, "status": status, "trigger": trigger,
                 "start_time": iso(start), "status_text": "", "total": 0, "failed": 0, "succeed": 0,
                 "in_progress": 0, "stopped": 0}
         body.update(counts)
@@ -150,10 +191,29 @@ class FakeHarbor:
         return body
 
     @staticmethod
-    def gc_run(ident: int, status: str, when: float, job_name: str = "GARBAGE_COLLECTION") -> dict:
-        return {"id": ident, "job_name": job_name, "job_kind": "SCHEDULE", "job_parameters": "{\"dry_run\":false}",
-                "schedule": {"type": "Daily", "cron": "0 0 0 * * *", "next_scheduled_time": iso(T0 + 86400)},
+    def gc_run(ident: int, status: str, when: float, job_name: str = "GARBAGE_COLLECTION", kind: str = "SCHEDULE",
+               freed: tuple[int, int, int] | None = None) -> dict:
+        """A GC (or purge) history entry as GetGCHistory builds it: job_kind and schedule.type are the trigger,
+        job_parameters the execution's extra attributes as a JSON string, creation_time its start."""
+        params: dict[str, Any] = {"dry_run": False, "delete_untagged": True, "workers": 1}
+        if freed is not None:
+            params.update(freed_space=freed[0], purged_blobs=freed[1], purged_manifests=freed[2])
+        return {"id": ident, "job_name": job_name, "job_kind": kind, "job_parameters": json.dumps(params),
+                "schedule": {"type": kind.title(), "cron": "", "next_scheduled_time": "0001-01-01T00:00:00.000Z"},
                 "job_status": status, "deleted": False, "creation_time": iso(when), "update_time": iso(when + 60)}
+
+    @staticmethod
+    def retention_run(ident: int, policy: int, status: str, start: float, trigger: str) -> dict:
+        return {"id": ident, "policy_id": policy, "start_time": iso(start),
+                "end_time": iso(start + 120) if status not in ("Running", "Pending") else "",
+                "status": status, "trigger": trigger, "dry_run": False}
+
+    @staticmethod
+    def preheat_run(ident: int, status: str, start: float, trigger: str = "SCHEDULE") -> dict:
+        return {"id": ident, "vendor_type": "P2P_PREHEAT", "vendor_id": 1, "status": status, "status_message": "",
+                "metrics": {"task_count": 1, "success_task_count": 1 if status == "Success" else 0,
+                            "error_task_count": 1 if status == "Error" else 0},
+                "trigger": trigger, "extra_attrs": {}, "start_time": iso(start), "end_time": iso(start + 30)}
 
     def project_name(self, i: int) -> str:
         return "library" if i == 1 else f"proj{i}"
@@ -173,6 +233,9 @@ class FakeHarbor:
                 "update_time": iso(T0), "deleted": False, "owner_name": "admin", "togglable": True,
                 "current_user_role_id": 1, "current_user_role_ids": [1], "repo_count": self.repo_count(i),
                 "metadata": {"public": "true" if self.project_public(i) else "false", "auto_scan": "true"}}
+        retention = next((rid for rid, r in self.retentions.items() if r["project"] == i), None)
+        if retention is not None:
+            body["metadata"]["retention_id"] = str(retention)
         if self.project_registry(i):
             body["registry_id"] = self.project_registry(i)
         return body
@@ -206,7 +269,8 @@ class FakeHarbor:
         out = []
         for k in range(1, j % 7 + 2):
             digest = "sha256:" + f"{j:032x}{k:032x}"
-            art = {"id": j * 100 + k, "type": "IMAGE", "media_type": "application/vnd.oci.image.config.v1+json",
+            art = {"id": j * 100 + k, "type": self.artifact_type(j, k),
+                   "media_type": "application/vnd.oci.image.config.v1+json",
                    "manifest_media_type": "application/vnd.oci.image.manifest.v1+json", "project_id":
                    self.repo_project(j), "repository_id": j, "repository_name": self.repo_name(j), "digest": digest,
                    "size": 1000 * k, "push_time": iso(T0), "pull_time": iso(T0), "extra_attrs": {},
@@ -218,6 +282,11 @@ class FakeHarbor:
                                            "type": "signature.cosign", "icon": "", "creation_time": iso(T0)})
             out.append(art)
         return out
+
+    @staticmethod
+    def artifact_type(j: int, k: int) -> str:
+        """Mostly images; the third artifact of a repository a Helm chart, of every 11th repository a CNAB."""
+        return "CHART" if k == 3 else "CNAB" if j % 11 == 0 and k == 1 else "IMAGE"
 
     def signed_artifacts(self) -> int:
         """How many artifacts the fake signs over all repositories (for tests)."""
@@ -341,6 +410,8 @@ class FakeHarbor:
         if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], int):
             items, total = result
             self._list(handler, template, parts.path, query, items, total, page, size)
+        elif result is NULL:  # go-swagger writes no body for a nil payload
+            self._send(handler, 200, b"", "application/json")
         elif result is None:
             self._error(handler, 404, "NOT_FOUND", "not found")
         else:
@@ -360,15 +431,21 @@ class FakeHarbor:
         headers = {"X-Total-Count": str(total)}
         if links:
             headers["Link"] = " , ".join(links)
+        headers.update(self.extra_headers.get(template, {}))
         self._json(handler, template, 200, items, headers)
 
     def _json(self, handler, template, status, body, headers=None) -> None:
-        if self.record:
+        if template in self.tamper:
+            body = self.tamper[template](body)
+        elif self.record:
             with self._lock:
                 # Keep a few bodies per endpoint for the schema test, not every page of a benchmark.
                 if self._samples[template] < 5:
                     self._samples[template] += 1
                     self.responses.append((template, status, body))
+        if isinstance(body, bytes):  # a tampered body sent as it is
+            self._send(handler, status, body, "application/json", headers)
+            return
         self._send(handler, status, json.dumps(body).encode(), "application/json", headers)
 
     def _error(self, handler, status, code, message, headers=None) -> None:
@@ -442,7 +519,7 @@ class FakeHarbor:
         return (lambda a, b: regs[a:b]), len(regs)
 
     def get_replication_policies(self, role, q):
-        pols = [{**p, "description": "", "trigger": {"type": "scheduled"}, "dest_namespace": "", "deletion": False,
+        pols = [{**p, "description": "", "dest_namespace": "", "deletion": False,
                  "override": True, "speed": -1, "creation_time": iso(T0), "update_time": iso(T0)}
                 for p in self.policies]
         return (lambda a, b: pols[a:b]), len(pols)
@@ -450,6 +527,9 @@ class FakeHarbor:
     def get_replication_executions(self, role, q):
         pid = int(q.get("policy_id", ["0"])[0] or 0)
         runs = [e for p, es in self.executions.items() if not pid or p == pid for e in es]
+        for key in ("trigger", "status"):  # the swagger's filters of /replication/executions
+            if q.get(key, [""])[0]:
+                runs = [e for e in runs if e[key] == q[key][0]]
         runs.sort(key=lambda e: e["start_time"], reverse=q.get("sort", ["-start_time"])[0].startswith("-"))
         return (lambda a, b: runs[a:b]), len(runs)
 
@@ -461,15 +541,93 @@ class FakeHarbor:
         return self._history(self.gc_runs, q)
 
     def get_system_gc_schedule(self, role, q):
-        return {"id": 1, "job_name": "GARBAGE_COLLECTION", "job_kind": "SCHEDULE", "schedule": self.gc_schedule,
-                "job_status": "", "deleted": False, "creation_time": iso(T0), "update_time": iso(T0)}
+        if self.gc_schedule is None:
+            return NULL
+        return {"id": 1, "job_name": "", "job_kind": self.gc_schedule.get("cron", ""), "job_parameters": "{}",
+                "schedule": self.gc_schedule, "job_status": "Success", "deleted": False,
+                "creation_time": iso(self.gc_schedule_updated), "update_time": iso(self.gc_schedule_updated)}
 
     def get_system_purgeaudit(self, role, q):
         return self._history(self.purge_runs, q)
 
     def get_system_purgeaudit_schedule(self, role, q):
-        return {"id": 2, "job_name": "PURGE_AUDIT_LOG", "job_kind": "SCHEDULE", "schedule": {"type": "None"},
+        if self.purge_schedule is None:
+            return NULL
+        return {"id": 2, "job_name": "", "job_kind": self.purge_schedule.get("cron", ""),
+                "schedule": self.purge_schedule,
                 "job_status": "", "deleted": False, "creation_time": iso(T0), "update_time": iso(T0)}
+
+    def get_system_scanAll_schedule(self, role, q):  # noqa: N802 - named after the swagger path
+        if self.scan_all_schedule is None:
+            return NULL
+        return {"id": 3, "status": "Success", "creation_time": iso(T0 - 86400), "update_time": iso(T0 - 86400),
+                "schedule": self.scan_all_schedule, "parameters": {}}
+
+    def get_schedules(self, role, q):
+        rows = [{"id": 1, "vendor_type": "GARBAGE_COLLECTION", "vendor_id": -1,
+                 "cron": self.gc_schedule.get("cron", ""),
+                 "update_time": iso(self.gc_schedule_updated)}] if self.gc_schedule else []
+        rows += [{"id": 10 + rid, "vendor_type": "RETENTION", "vendor_id": rid, "cron": r["cron"],
+                  "update_time": iso(r["updated"])} for rid, r in sorted(self.retentions.items()) if r["cron"]]
+        return (lambda a, b: rows[a:b]), len(rows)
+
+    def get_schedules_job_type_paused(self, role, q, job_type):
+        return {"paused": self.scheduler_paused} if job_type == "all" else None
+
+    def get_retentions_id(self, role, q, ident):
+        r = self.retentions.get(int(ident)) if ident.isdigit() else None
+        if r is None:
+            return None
+        settings = {"cron": r["cron"]} if r["cron"] else {}
+        return {"id": int(ident), "algorithm": "or", "rules": [],
+                "trigger": {"kind": "Schedule", "settings": settings, "references": {}},
+                "scope": {"level": "project", "ref": r["project"]}}
+
+    def get_retentions_id_executions(self, role, q, ident):
+        r = self.retentions.get(int(ident)) if ident.isdigit() else None
+        if r is None:
+            return None
+        runs = r["executions"]
+        return (lambda a, b: runs[a:b]), len(runs)
+
+    def get_projects_project_name_preheat_policies(self, role, q, project):
+        if not any(self.project_name(i) == project for i in range(1, self.n_projects + 1)):
+            return None
+        pols = [{"id": p["id"], "name": p["name"], "description": "", "project_id": 1, "provider_id": 1,
+                 "provider_name": "dragonfly", "filters": "[]", "enabled": True,
+                 "trigger": json.dumps({"type": "scheduled", "trigger_setting": {"cron": "0 0 1 * * *"}}),
+                 "extra_attrs": "", "creation_time": iso(T0), "update_time": iso(T0)}
+                for p in self.preheat.get(project, [])]
+        return (lambda a, b: pols[a:b]), len(pols)
+
+    def get_projects_project_name_preheat_policies_preheat_policy_name_executions(self, role, q, project, policy):
+        found = next((p for p in self.preheat.get(project, []) if p["name"] == policy), None)
+        if found is None:
+            return None
+        runs = found["executions"]
+        return (lambda a, b: runs[a:b]), len(runs)
+
+    def get_projects_artifacts(self, role, q, ident):
+        i = int(ident) if ident.isdigit() else 0
+        if not 1 <= i <= self.n_projects:
+            return None
+        ids = list(range(i, self.n_repos + 1, self.n_projects))
+        counts = [len(self.artifacts(j)) for j in ids]
+
+        def window(a, b):
+            out, seen = [], 0
+            for j, n in zip(ids, counts):
+                if seen + n > a and seen < b:
+                    arts = self.artifacts(j)[max(0, a - seen):b - seen]
+                    for art in arts:
+                        art.pop("accessories", None)
+                    out += arts
+                seen += n
+                if seen >= b:
+                    break
+            return out
+
+        return window, sum(counts)
 
     def get_scans_all_metrics(self, role, q):
         return self.scan_all

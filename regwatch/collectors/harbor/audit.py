@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -28,10 +26,11 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from regwatch.collectors.harbor.api import HarborGroup, NotCollected, timestamp
+from regwatch.atomic import write_atomic
+from regwatch.collectors.harbor.api import Fields, HarborGroup, NotCollected
+from regwatch.families import counter
 
 log = logging.getLogger("regwatch.collectors.harbor")
 
@@ -63,23 +62,21 @@ class AuditState:
         if self.path is None or self.mark is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".audit-state-")
-        with os.fdopen(fd, "w") as out:
-            json.dump({"op_time": self.mark, "ids": sorted(self.ids)}, out)
-        os.replace(tmp, self.path)  # atomic: a crash leaves the old mark, never half a file
+        # Atomic and durable: a crash leaves the old mark, never half a file.
+        write_atomic(self.path, json.dumps({"op_time": self.mark, "ids": sorted(self.ids)}))
 
 
-def new_events(events: Iterable[dict], state: AuditState) -> list[dict]:
+def new_events(events: Iterable[Fields], state: AuditState) -> list[Fields]:
     """The events not counted yet, and the state advanced past them (a pure step, tested directly).
 
     Events are judged against the mark as it was before this batch, so the batch's order does not matter.
     """
     mark, ids = state.mark, state.ids
-    fresh: list[tuple[float, int, dict]] = []
+    fresh: list[tuple[float, int, Fields]] = []
     for event in events:
-        when = timestamp(event.get("op_time"))
-        ident = event.get("id")
-        if when is None or not isinstance(ident, int):
+        when = event.time("op_time")
+        ident = event.integer("id")
+        if when is None or ident is None:
             continue
         if mark is not None and (when < mark or (when == mark and ident in ids)):
             continue
@@ -128,41 +125,34 @@ class AuditGroup(HarborGroup):
             return
         self.extended = None
 
-    def _count(self, events: list[dict], extended: bool) -> None:
+    def _count(self, events: list[Fields], extended: bool) -> None:
         for event in new_events(events, self.state):
-            operation = str(event.get("operation") or "").lower()
+            operation = event.text("operation").lower()
             operation = operation if operation in OPERATIONS else "other"
             self.events[operation] += 1
-            ok = event.get("operation_result")
-            if extended and ok is False:
+            failed = event.has("operation_result") and not event.flag("operation_result")
+            if extended and failed:
                 self.failed[operation] += 1
-            if extended and operation == "login" and str(event.get("resource_type", "user")).lower() == "user":
+            if extended and operation == "login" and event.text("resource_type", "user").lower() == "user":
                 self.logins += 1
-                if ok is False:
+                if failed:
                     self.login_failures += 1
 
     def _families(self) -> list[Metric]:
         if self.extended is None:
             return []
         name = self.target.name
-        events = CounterMetricFamily("regwatch_harbor_audit_events", "Harbor audit-log events by operation.",
-                                     labels=["target", "operation"])
-        for operation, count in sorted(self.events.items()):
-            events.add_metric([name, operation], count)
-        families: list[Metric] = [events]
+        families: list[Metric] = [
+            counter("regwatch_harbor_audit_events", "Harbor audit-log events by operation (cached).",
+                    ["target", "operation"], [([name, op], n) for op, n in sorted(self.events.items())])]
         if self.extended:
-            failed = CounterMetricFamily("regwatch_harbor_audit_failed_events",
-                                         "Harbor audit-log events whose operation failed (2.13+).",
-                                         labels=["target", "operation"])
-            for operation, count in sorted(self.failed.items()):
-                failed.add_metric([name, operation], count)
-            requests = CounterMetricFamily("regwatch_auth_requests",
-                                           "Logins with credentials (for Harbor: login events of its audit log).",
-                                           labels=["source"])
-            requests.add_metric([name], self.logins)
-            failures = CounterMetricFamily("regwatch_auth_failures",
-                                           "Real authentication failures (for Harbor: failed login events).",
-                                           labels=["source", "reason"])
-            failures.add_metric([name, "bad_credentials"], self.login_failures)
-            families += [failed, requests, failures]
+            families += [
+                counter("regwatch_harbor_audit_failed_events",
+                        "Harbor audit-log events whose operation failed (2.13+; cached).",
+                        ["target", "operation"], [([name, op], n) for op, n in sorted(self.failed.items())]),
+                counter("regwatch_auth_requests", "Logins with credentials (for Harbor: login events of its audit "
+                        "log; cached).", ["source"], [([name], self.logins)]),
+                counter("regwatch_auth_failures", "Real authentication failures (for Harbor: failed login events; "
+                        "cached).", ["source", "reason"], [([name, "bad_credentials"], self.login_failures)]),
+            ]
         return families

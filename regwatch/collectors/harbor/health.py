@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from prometheus_client.metrics_core import Metric
 
 from regwatch.client import ServerError, Unreachable
-from regwatch.collectors.harbor.api import HarborGroup, NotCollected, gauge
+from regwatch.collectors.harbor.api import HarborGroup, NotCollected
+from regwatch.families import gauge
 
 
 class HealthGroup(HarborGroup):
@@ -27,24 +28,25 @@ class HealthGroup(HarborGroup):
 
     def gather(self) -> Iterable[Metric]:
         try:
-            health = self.api.get("/health")
+            health = self.api.obj("/health")
         except NotCollected:
             return []
         except ServerError:
             return self._families(0.0, [("core", 0.0)])
         except Unreachable:
             return self._families(0.0, [])
-        components = [(str(c.get("name")), 1.0 if c.get("status") == "healthy" else 0.0)
-                      for c in health.get("components") or [] if c.get("name")]
-        healthy = 1.0 if health.get("status") == "healthy" else 0.0
+        components = [(c.text("name"), 1.0 if c.text("status") == "healthy" else 0.0)
+                      for c in health.objects("components") if c.text("name")]
+        healthy = 1.0 if health.text("status") == "healthy" else 0.0
         return self._families(healthy, components)
 
     def _families(self, healthy: float, components: list[tuple[str, float]]) -> list[Metric]:
         name = self.target.name
         return [
-            gauge("regwatch_harbor_healthy", "1 if Harbor's /health says every component is healthy.",
+            gauge("regwatch_harbor_healthy", "1 if Harbor's /health says every component is healthy (cached).",
                   ["target"], [([name], healthy)]),
             gauge("regwatch_harbor_component_healthy",
-                  "1 if Harbor's /health reports the component healthy; core is 0 when harbor-core does not answer.",
+                  "1 if Harbor's /health reports the component healthy; core is 0 when harbor-core does not answer "
+                  "(cached).",
                   ["target", "component"], [([name, c], v) for c, v in components]),
         ]

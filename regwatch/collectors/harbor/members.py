@@ -14,24 +14,17 @@ exports the latest counts of every project visited so far. Roles with no member 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client.metrics_core import Metric
 
+from regwatch.budget import ContextPool
 from regwatch.client import NotFound
-from regwatch.collectors.harbor.api import HarborGroup, NotCollected, gauge
+from regwatch.collectors.harbor.api import Fields, HarborGroup, NotCollected
+from regwatch.collectors.harbor.rotation import Rotation
+from regwatch.families import gauge
 
 ROLES = ("project_admin", "maintainer", "developer", "guest", "limited_guest")
 SUMMARY = "/projects/{project_name_or_id}/summary"
-
-
-def rotate(items: list, cursor: int, budget: int) -> tuple[list, int]:
-    """``budget`` items from ``cursor`` on, wrapping around; and the next cursor."""
-    if not items:
-        return [], 0
-    cursor %= len(items)
-    chosen = (items[cursor:] + items[:cursor])[:budget]
-    return chosen, (cursor + len(chosen)) % len(items)
 
 
 class MembersGroup(HarborGroup):
@@ -40,23 +33,22 @@ class MembersGroup(HarborGroup):
 
     def __init__(self, api):
         super().__init__(api)
-        self.cursor = 0
-        self.counts: dict[int, tuple[str, tuple[int, ...]]] = {}
+        self.rotation = Rotation()
+        self.counts: dict[int, tuple[str, tuple[float, ...]]] = {}
 
     def gather(self) -> Iterable[Metric]:
         name = self.target.name
         try:
-            projects = [(p["project_id"], str(p.get("name"))) for page in
-                        self.api.pages("/projects", {"with_detail": "false"}) for p in page]
+            projects = [(p.id, p.name) for p in self.api.projects()]
         except NotCollected:
             return
         alive = {pid for pid, _ in projects}
         self.counts = {pid: v for pid, v in self.counts.items() if pid in alive}
-        chosen, self.cursor = rotate(projects, self.cursor, self.target.harbor.detail_calls_per_cycle)
-        with ThreadPoolExecutor(max_workers=self.target.concurrency) as pool:
+        chosen = self.rotation.take(projects, self.target.harbor.detail_calls_per_cycle)
+        with ContextPool(max_workers=self.target.concurrency) as pool:
             for pid, pname, summary in pool.map(self._summary, chosen):
                 if summary is not None:
-                    self.counts[pid] = (pname, tuple(int(summary.get(f"{r}_count") or 0) for r in ROLES))
+                    self.counts[pid] = (pname, tuple(summary.number(f"{r}_count", 0.0) for r in ROLES))
         rows = [([name, pname, role], n) for pname, values in self.counts.values()
                 for role, n in zip(ROLES, values) if n]
         yield gauge("regwatch_harbor_project_members", "Members of a project by role (visited a slice at a time).",
@@ -65,9 +57,9 @@ class MembersGroup(HarborGroup):
                     "Share of projects or repositories an incremental group has visited so far, 0..1.",
                     ["target", "group"], [([name, self.group], len(self.counts) / len(projects) if projects else 1.0)])
 
-    def _summary(self, project: tuple[int, str]) -> tuple[int, str, dict | None]:
+    def _summary(self, project: tuple[int, str]) -> tuple[int, str, Fields | None]:
         pid, pname = project
         try:
-            return pid, pname, self.api.get(f"/projects/{pid}/summary", endpoint=SUMMARY)
+            return pid, pname, self.api.obj(f"/projects/{pid}/summary", endpoint=SUMMARY)
         except (NotCollected, NotFound):
             return pid, pname, None

@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from regwatch.collectors.harbor.api import HarborGroup, NotCollected, gauge
+from regwatch.collectors.harbor.api import HarborGroup, NotCollected
+from regwatch.families import counter, gauge
 
 
 class ProjectsGroup(HarborGroup):
@@ -35,89 +35,72 @@ class ProjectsGroup(HarborGroup):
     def gather(self) -> Iterable[Metric]:
         name = self.target.name
         try:
-            projects = self._projects()
+            projects = self.api.projects()
         except NotCollected:
             return
-        by_id = {pid: p[0] for pid, p in projects.items()}
-        public_counts = {"true": 0, "false": 0}
-        for _, public, _, _ in projects.values():
-            public_counts[public] += 1
-        yield gauge("regwatch_harbor_projects", "Projects the account can see, by visibility.",
-                    ["target", "public"], [([name, k], v) for k, v in public_counts.items()])
-        yield gauge("regwatch_harbor_project_repositories", "Repositories per project (the project's repo_count).",
-                    ["target", "project"], [([name, p[0]], p[2]) for p in projects.values()])
+        by_id = {p.id: p.name for p in projects}
+        public = sum(1 for p in projects if p.public)
+        yield gauge("regwatch_harbor_projects", "Projects the account can see, by visibility (cached).",
+                    ["target", "public"], [([name, "true"], public), ([name, "false"], len(projects) - public)])
+        yield gauge("regwatch_harbor_project_repositories",
+                    "Repositories per project (the project's repo_count; cached).",
+                    ["target", "project"], [([name, p.name], p.repo_count) for p in projects])
 
         registries = self.optional(self.api.list_all, "/registries") or []
-        registry_names = {r.get("id"): str(r.get("name")) for r in registries}
+        registry_names = {r.integer("id"): r.text("name") for r in registries}
         yield gauge("regwatch_harbor_proxy_cache_project",
-                    "1 for each proxy-cache project, with the upstream registry it caches.",
+                    "1 for each proxy-cache project, with the upstream registry it caches (cached).",
                     ["target", "project", "registry"],
-                    [([name, p[0], registry_names.get(p[3], str(p[3]))], 1.0)
-                     for p in projects.values() if p[3]])
+                    [([name, p.name, registry_names.get(p.registry_id, str(p.registry_id))], 1.0)
+                     for p in projects if p.registry_id])
         yield gauge("regwatch_harbor_registry_healthy",
-                    "1 if Harbor reports the registry endpoint (replication or proxy-cache upstream) healthy.",
+                    "1 if Harbor reports the registry endpoint (replication or proxy-cache upstream) healthy "
+                    "(cached).",
                     ["target", "registry"],
-                    [([name, str(r.get("name"))], 1.0 if r.get("status") == "healthy" else 0.0) for r in registries])
+                    [([name, r.text("name")], 1.0 if r.text("status") == "healthy" else 0.0) for r in registries])
 
         yield from self._repositories(by_id)
 
-        stats = self.optional(self.api.get, "/statistics")
+        stats = self.optional(self.api.obj, "/statistics")
         # Only a sysadmin sees the total_* fields; for anyone else they are 0, so they are left out.
-        if stats and (stats.get("total_project_count") or stats.get("total_storage_consumption")):
+        if stats and (stats.number("total_project_count") or stats.number("total_storage_consumption")):
             yield gauge("regwatch_harbor_statistics_repositories",
-                        "Repositories in all of Harbor from /statistics (sysadmin only).",
-                        ["target"], [([name], stats.get("total_repo_count") or 0)])
+                        "Repositories in all of Harbor from /statistics (sysadmin only; cached).",
+                        ["target"], [([name], stats.number("total_repo_count", 0.0))])
             yield gauge("regwatch_harbor_storage_consumption_bytes",
-                        "Storage all projects use, from /statistics (sysadmin only).",
-                        ["target"], [([name], stats.get("total_storage_consumption") or 0)])
-
-    def _projects(self) -> dict[int, tuple[str, str, int, int | None]]:
-        """project_id -> (name, public "true"/"false", repo_count, registry_id)."""
-        out: dict[int, tuple[str, str, int, int | None]] = {}
-        for page in self.api.pages("/projects"):
-            for p in page:
-                public = str((p.get("metadata") or {}).get("public", "false")).lower()
-                out[p["project_id"]] = (str(p.get("name")), "true" if public == "true" else "false",
-                                        int(p.get("repo_count") or 0), p.get("registry_id") or None)
-        return out
+                        "Storage all projects use, from /statistics (sysadmin only; cached).",
+                        ["target"], [([name], stats.number("total_storage_consumption", 0.0))])
 
     def _repositories(self, projects: dict[int, str]) -> Iterable[Metric]:
         name = self.target.name
         per_repo = self.target.per_repository_metrics
-        artifacts: dict[str, int] = defaultdict(int)
-        pulls: dict[str, int] = defaultdict(int)
-        repo_rows: list[tuple[str, str, int, int]] = []
+        artifacts: dict[str, float] = defaultdict(float)
+        pulls: dict[str, float] = defaultdict(float)
+        repo_rows: list[tuple[str, str, float, float]] = []
         count = 0
         try:
             for page in self.api.pages("/repositories"):
                 for repo in page:
-                    full = str(repo.get("name") or "")
-                    project = projects.get(repo.get("project_id")) or full.split("/", 1)[0]
-                    artifacts[project] += int(repo.get("artifact_count") or 0)
-                    pulls[project] += int(repo.get("pull_count") or 0)
+                    full = repo.text("name")
+                    project = projects.get(repo.integer("project_id")) or full.split("/", 1)[0]
+                    n_artifacts, n_pulls = repo.number("artifact_count", 0.0), repo.number("pull_count", 0.0)
+                    artifacts[project] += n_artifacts
+                    pulls[project] += n_pulls
                     count += 1
                     if per_repo:
-                        repo_rows.append((project, full.split("/", 1)[-1], int(repo.get("artifact_count") or 0),
-                                          int(repo.get("pull_count") or 0)))
+                        repo_rows.append((project, full.split("/", 1)[-1], n_artifacts, n_pulls))
         except NotCollected:
             return
         yield gauge("regwatch_registry_repositories", "Repositories the account can see in Harbor (cached).",
                     ["target"], [([name], count)])
         yield gauge("regwatch_harbor_project_artifacts", "Artifacts over a project's repositories.",
                     ["target", "project"], [([name, p], v) for p, v in artifacts.items()])
-        family = CounterMetricFamily("regwatch_harbor_project_pulls",
-                                     "Pulls over a project's repositories, as Harbor counts them.",
-                                     labels=["target", "project"])
-        for project, value in pulls.items():
-            family.add_metric([name, project], value)
-        yield family
+        yield counter("regwatch_harbor_project_pulls", "Pulls over a project's repositories, as Harbor counts them "
+                      "(cached).", ["target", "project"], [([name, p], v) for p, v in pulls.items()])
         if per_repo:
             yield gauge("regwatch_harbor_repository_artifacts",
                         "Artifacts per repository (opt-in: per_repository_metrics).",
                         ["target", "project", "repository"], [([name, p, r], a) for p, r, a, _ in repo_rows])
-            family = CounterMetricFamily("regwatch_harbor_repository_pulls",
-                                         "Pulls per repository (opt-in: per_repository_metrics).",
-                                         labels=["target", "project", "repository"])
-            for p, r, _, n in repo_rows:
-                family.add_metric([name, p, r], n)
-            yield family
+            yield counter("regwatch_harbor_repository_pulls", "Pulls per repository (opt-in: per_repository_metrics; "
+                          "cached).", ["target", "project", "repository"],
+                          [([name, p, r], n) for p, r, _, n in repo_rows])

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 
 from prometheus_client.metrics_core import Metric
 
-from regwatch.collectors.harbor.api import HarborGroup, NotCollected, gauge
+from regwatch.collectors.harbor.api import HarborGroup, NotCollected
+from regwatch.families import gauge
 
 
 class RobotsGroup(HarborGroup):
@@ -30,10 +31,10 @@ class RobotsGroup(HarborGroup):
             for page in self.api.pages("/robots"):
                 for robot in page:
                     count += 1
-                    label = [name, str(robot.get("name"))]
-                    disabled.append((label, 1.0 if robot.get("disable") else 0.0))
-                    expires = robot.get("expires_at")
-                    if isinstance(expires, int) and expires > 0:
+                    label = [name, robot.text("name")]
+                    disabled.append((label, 1.0 if robot.flag("disable") else 0.0))
+                    expires = robot.integer("expires_at")
+                    if expires is not None and expires > 0:
                         expiry.append((label, float(expires)))
         except NotCollected:
             return

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client.metrics_core import Metric
 
+from regwatch.budget import ContextPool
 from regwatch.client import NotFound
-from regwatch.collectors.harbor.api import PAGE_SIZE, HarborGroup, NotCollected, gauge, repo_path
+from regwatch.collectors.harbor.api import PAGE_SIZE, Fields, HarborGroup, NotCollected, repo_path
+from regwatch.families import gauge
 
 ARTIFACTS = "/projects/{project_name}/repositories/{repository_name}/artifacts"
 SIGNATURE_TYPES = ("signature.cosign", "signature.notation")
@@ -41,7 +42,7 @@ class SignaturesGroup(HarborGroup):
     def gather(self) -> Iterable[Metric]:
         name = self.target.name
         budget = self.target.harbor.detail_calls_per_cycle
-        repos: list[dict] = []
+        repos: list[Fields] = []
         offset = self.offset
         try:
             while len(repos) < budget:
@@ -56,7 +57,7 @@ class SignaturesGroup(HarborGroup):
         except NotCollected:
             return
         self.offset = offset
-        with ThreadPoolExecutor(max_workers=self.target.concurrency) as pool:
+        with ContextPool(max_workers=self.target.concurrency) as pool:
             for repo_id, result in pool.map(self._check, repos[:budget]):
                 if result is not None:
                     self.seen[repo_id] = result
@@ -78,14 +79,15 @@ class SignaturesGroup(HarborGroup):
                     "Share of projects or repositories an incremental group has visited so far, 0..1.",
                     ["target", "group"], [([name, self.group], coverage)])
 
-    def _check(self, repo: dict) -> tuple[int, tuple[str, int, int] | None]:
-        full = str(repo.get("name") or "")
+    def _check(self, repo: Fields) -> tuple[int, tuple[str, int, int] | None]:
+        repo_id = repo.integer("id", -1)
+        full = repo.text("name")
         project, _, short = full.partition("/")
         path = f"/projects/{project}/repositories/{repo_path(short)}/artifacts"
         try:
             artifacts, _ = self.api.page(path, 1, {"with_tag": "false", "with_accessory": "true"}, endpoint=ARTIFACTS)
         except (NotCollected, NotFound):
-            return repo.get("id", -1), None
+            return repo_id, None
         n_signed = sum(1 for a in artifacts
-                       if any((acc.get("type") or "") in SIGNATURE_TYPES for acc in a.get("accessories") or []))
-        return repo.get("id", -1), (project, n_signed, len(artifacts))
+                       if any(acc.text("type") in SIGNATURE_TYPES for acc in a.objects("accessories")))
+        return repo_id, (project, n_signed, len(artifacts))

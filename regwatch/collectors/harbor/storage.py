@@ -18,7 +18,8 @@ from collections.abc import Iterable
 
 from prometheus_client.metrics_core import Metric
 
-from regwatch.collectors.harbor.api import HarborGroup, NotCollected, gauge
+from regwatch.collectors.harbor.api import Fields, HarborGroup, NotCollected, items_of
+from regwatch.families import gauge
 
 
 class StorageGroup(HarborGroup):
@@ -29,14 +30,15 @@ class StorageGroup(HarborGroup):
         name = self.target.name
         volumes = self.optional(self.api.get, "/systeminfo/volumes")
         if volumes is not None:
-            disks = volumes.get("storage") if isinstance(volumes, dict) else None
-            if isinstance(volumes, list):  # Harbor before 2.2 answered one object, some proxies a bare list
-                disks = volumes
-            elif isinstance(volumes, dict) and "total" in volumes:
-                disks = [volumes]
-            disks = disks or []
-            total = sum(int(d.get("total") or 0) for d in disks)
-            free = sum(int(d.get("free") or 0) for d in disks)
+            where = self.api.where("/systeminfo/volumes")
+            if isinstance(volumes, list):  # some proxies answer the bare list
+                disks = items_of(volumes, where)
+            elif isinstance(volumes, dict) and "total" in volumes:  # Harbor before 2.2: one object
+                disks = [Fields(volumes, where)]
+            else:
+                disks = Fields(volumes, where).objects("storage")
+            total = sum(d.number("total", 0.0) for d in disks)
+            free = sum(d.number("free", 0.0) for d in disks)
             if disks and total:
                 used = total - free
                 for metric, doc, value in (
@@ -51,14 +53,14 @@ class StorageGroup(HarborGroup):
         try:
             for page in self.api.pages("/quotas", {"reference": "project"}):
                 for quota in page:
-                    ref = quota.get("ref") or {}
-                    project = str(ref.get("name") or ref.get("id") or quota.get("id"))
-                    hard = (quota.get("hard") or {}).get("storage")
-                    used = (quota.get("used") or {}).get("storage")
+                    ref = quota.obj("ref")
+                    project = ref.text("name") or str(ref.integer("id") or quota.integer("id"))
+                    hard = quota.obj("hard").number("storage")
+                    used = quota.obj("used").number("storage")
                     if used is not None:
-                        used_rows.append(([name, project], float(used)))
+                        used_rows.append(([name, project], used))
                     if hard is not None and hard >= 0:
-                        hard_rows.append(([name, project], float(hard)))
+                        hard_rows.append(([name, project], hard))
                         if used is not None and hard > 0:
                             ratio_rows.append(([name, project], used / hard))
         except NotCollected:
