@@ -5,7 +5,9 @@ reviewable diff, no series appears twice, and ``promtool check metrics`` is clea
 The peers are real where they can run here (docker-registry for Distribution, a pull-through cache, the
 registry's own log, a volume, a drill through real registries) and the fakes elsewhere: Harbor
 (tests/fakes/harbor.py, from Harbor's swagger), Nexus and Artifactory (tests/fakes/nexus.py,
-tests/fakes/artifactory.py, from their REST API docs).
+tests/fakes/artifactory.py, from their REST API docs), a Distribution 3 pull-through cache
+(tests/fakes/distribution3.py, from v3.1's source) and a Docker Hub-style upstream with its rate limit
+(tests/fakes/dockerhub.py, in front of a real token-auth registry).
 
 Rewrite the golden file after an intended change with ``REGWATCH_UPDATE_GOLDEN=1 pytest
 tests/test_golden_exposition.py`` and review its diff. Values that depend on the machine or the moment
@@ -31,6 +33,8 @@ from regwatch.images import build_image, push_image
 from regwatch.runner import Runner
 from tests.conftest import regwatch_cmd
 from tests.fakes.artifactory import FakeArtifactory
+from tests.fakes.distribution3 import populated_cache
+from tests.fakes.dockerhub import IMAGE_REPO, IMAGE_TAG, PASSWORD, USERNAME, populated_hub
 from tests.fakes.harbor import FakeHarbor
 from tests.fakes.nexus import FakeNexus
 
@@ -39,7 +43,7 @@ GOLDEN = Path(__file__).parent / "golden" / "exposition.txt"
 STABLE_VALUES = re.compile(r"^regwatch_(registry_(repositories|tags)|target_up|collector_success|"
                            r"auth_(requests|failures|challenges)_total|proxy_cache_\w+_total|harbor_\w+_(projects|"
                            r"repositories)|drill_success|drill_images|drill_coverage_ratio|probe_success|"
-                           r"config_last_reload_successful|build_info)\b")
+                           r"config_last_reload_successful|build_info|proxy_cache_info|upstream_ratelimit_(limit|remaining))\b")
 
 
 def normalise(text: str, tmp: str) -> list[str]:
@@ -87,6 +91,11 @@ def everything(tmp_path, make_registry):
                                         str(store)), capture_output=True, text=True, timeout=120,
                            env={**os.environ, "REGWATCH_USERNAME": "alice", "REGWATCH_PASSWORD": "alice-secret"})
     assert drill.returncode == 0, drill.stdout + drill.stderr
+    cache3 = populated_cache(upstream.url)
+    (tmp_path / "hub").mkdir()
+    hub_stack = populated_hub(tmp_path / "hub")
+    hub = hub_stack.__enter__()
+    (tmp_path / "hub-pw").write_text(PASSWORD)
     harbor = FakeHarbor(projects=2, repositories=3).start()
     nexus = FakeNexus().start()
     jfrog = FakeArtifactory().start()
@@ -105,6 +114,9 @@ def everything(tmp_path, make_registry):
              "password_file": str(tmp_path / "nexus-pw")},
             {"name": "jfrog", "kind": "artifactory", "url": jfrog.url + "/artifactory",
              "token_file": str(tmp_path / "jfrog-token")},
+            {"name": "mirror3", "kind": "distribution", "url": cache3.url, "debug_url": cache3.debug_url},
+            {"name": "dockerhub", "kind": "upstream", "url": hub.hub.url, "username": USERNAME,
+             "password_file": str(tmp_path / "hub-pw"), "upstream": {"image": f"{IMAGE_REPO}:{IMAGE_TAG}"}},
         ],
         "storage": [{"name": "registry-data", "path": str(tmp_path)}],
         "auth_logs": [{"name": "registry-log", "path": str(registry.log_path), "format": "distribution",
@@ -112,8 +124,9 @@ def everything(tmp_path, make_registry):
         "drill": {"report_dir": str(store)},
     }
     yield config
-    for fake in (harbor, nexus, jfrog):
+    for fake in (harbor, nexus, jfrog, cache3):
         fake.stop()
+    hub_stack.__exit__(None, None, None)
 
 
 def collect_all(config: dict) -> str:
