@@ -65,7 +65,7 @@ def populate(client: RegistryClient, images: int, total: int) -> int:
     return pushed
 
 
-def timed(fn):  # noqa: ANN001, ANN201
+def timed(fn):
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start

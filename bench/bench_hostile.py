@@ -24,8 +24,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regwatch.localregistry import free_port, wait_for_port  # noqa: E402
-from tests.fakes.hostile import HostileServer, Reply, endless, json_endless_catalog, trickle  # noqa: E402
+from regwatch.localregistry import free_port, wait_for_port
+from tests.fakes.hostile import HostileServer, Reply, endless, json_endless_catalog, trickle
 
 
 def peak_rss(config: dict, seconds: float, workdir: Path) -> tuple[float, int]:

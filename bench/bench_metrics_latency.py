@@ -26,9 +26,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regwatch.client import RegistryClient  # noqa: E402
-from regwatch.images import build_image, push_image  # noqa: E402
-from regwatch.localregistry import LocalRegistry, free_port, wait_for_port  # noqa: E402
+from regwatch.client import RegistryClient
+from regwatch.images import build_image, push_image
+from regwatch.localregistry import LocalRegistry, free_port, wait_for_port
 
 
 class Slow(BaseHTTPRequestHandler):

@@ -34,10 +34,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from regwatch.credentials import Credentials
-from regwatch.client import MANIFEST_ACCEPT, RegistryClient  # noqa: E402
-from regwatch.images import build_image, push_image  # noqa: E402
-from regwatch.localregistry import LocalRegistry, free_port, wait_for_port  # noqa: E402
-from regwatch.probes import Prober, ProbeSpec  # noqa: E402
+from regwatch.client import MANIFEST_ACCEPT, RegistryClient
+from regwatch.images import build_image, push_image
+from regwatch.localregistry import LocalRegistry, free_port, wait_for_port
+from regwatch.probes import Prober, ProbeSpec
 
 LAYER_BYTES = 10 * 1024 * 1024
 

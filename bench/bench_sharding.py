@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regwatch.sharding import shard_of  # noqa: E402
-from regwatch.localregistry import free_port, wait_for_port  # noqa: E402
+from regwatch.sharding import shard_of
+from regwatch.localregistry import free_port, wait_for_port
 
 STEPS = [(2, 3), (3, 4), (4, 5), (8, 9)]
 COUNTS = [30, 1000]

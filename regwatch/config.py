@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic.fields import FieldInfo
 
-from regwatch.oci import BadName, check_digest, check_repository, check_tag
+from regwatch.oci import BadName
 from regwatch.oci import split_image as oci_split_image
 
 DEFAULT_LISTEN = "0.0.0.0:9732"
@@ -400,7 +400,7 @@ class UpstreamTarget(TargetConfig):
 KIND_MODELS: dict[str, type[TargetConfig]] = {
     "distribution": DistributionTarget, "harbor": HarborTarget, "nexus": NexusTarget,
     "artifactory": ArtifactoryTarget, "upstream": UpstreamTarget}
-AnyTarget = Annotated[Union[DistributionTarget, HarborTarget, NexusTarget, ArtifactoryTarget, UpstreamTarget],
+AnyTarget = Annotated[DistributionTarget | HarborTarget | NexusTarget | ArtifactoryTarget | UpstreamTarget,
                       Field(discriminator="kind")]
 
 

@@ -113,7 +113,7 @@ def expected(counts: Counter) -> dict[str, float]:
 
 def harbor_core_lines(sender: Sender) -> list[str]:
     lines = []
-    ts = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ts = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     fields = f'[client IP="6.6.6.6, {MARKED}" requestID="constant-id" user agent="{MARKED}"]'
     for i in range(1000):  # a brute force with one constant X-Request-ID: 1,000 failures
         lines.append(f"{ts} [ERROR] [/server/middleware/security/basic_auth.go:72]{fields}: failed to authenticate "
@@ -139,7 +139,7 @@ def nginx_lines(sender: Sender) -> list[str]:
     def esc(value: str) -> str:
         return "".join(f"\\x{b:02X}" if b in (0x22, 0x5C) or b < 32 or b > 126 else chr(b) for b in value.encode())
 
-    now = dt.datetime.now(dt.timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    now = dt.datetime.now(dt.UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
     lines = []
     for user, status, what in (("alice", 200, "attempts"), ("mallory", 401, "bad_credentials"),
                                ("-", 401, "challenges"), (esc(MARKED), 401, "bad_credentials"),
@@ -189,7 +189,7 @@ def test_client_values_never_create_hide_or_reclassify_an_attempt(tmp_path, writ
         # a path that is no registry route: 404 before any auth check, nothing to count
         assert sender.get(basic.url, f"/v2/{quote(MARKED)}/x", auth=("alice", "wrong")) == 404
         # an absolute-form target whose username writes forged lines into the access log
-        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         username = "x\n" + "\n".join(forged_lines(now)) + "\ny"
         for _ in range(2):
             answer = Sender.raw(basic.url, f"http://{quote(username, safe='')}@{basic.url.split('//')[1]}"

@@ -84,7 +84,7 @@ def test_the_client_never_outlasts_its_budget_when_every_answer_is_429_with_the_
         assert waits == [3.0, 3.0] and sum(waits) <= budget.exchange_worst_case()
     finally:
         server.stop()
-    
+
 
 def test_a_collection_deadline_cuts_the_backoff_short(hung):
     budget = Budget(timeout=0.2, retries=5, backoff=5.0)

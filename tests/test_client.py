@@ -61,9 +61,8 @@ def test_wrong_password_is_auth_failed_without_the_password(registry):
 
 def test_dead_registry_is_unreachable():
     with RegistryClient(f"http://127.0.0.1:{free_port()}", name="dead", retries=1, backoff=0.01,
-                        timeout=1) as client:
-        with pytest.raises(Unreachable, match="target dead: GET /v2/: cannot connect"):
-            client.ping()
+                        timeout=1) as client, pytest.raises(Unreachable, match="target dead: GET /v2/: cannot connect"):
+        client.ping()
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ def test_a_prune_killed_at_any_point_leaves_kept_generations_complete(two_genera
         calls = {"n": 0}
         real_unlink = Path.unlink
 
-        def dying_unlink(self, missing_ok=False, _calls=calls):  # noqa: ANN001
+        def dying_unlink(self, missing_ok=False, _calls=calls):
             if _calls["n"] == stop_after:
                 raise KeyboardInterrupt("killed")  # the process dies here: nothing after this runs
             _calls["n"] += 1

@@ -27,7 +27,7 @@ SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[Healt
                                                                           HealthCheck.function_scoped_fixture])
 
 
-def json_values(digests: list[str]):  # noqa: ANN201 - a strategy
+def json_values(digests: list[str]):
     leaves = (st.none() | st.booleans() | st.integers(-5, 2**70) | st.floats(allow_nan=False) |
               st.text(max_size=8) | st.sampled_from(TYPES) | st.sampled_from(digests or ["sha256:" + "0" * 64]))
     return st.recursive(leaves, lambda kids: st.lists(kids, max_size=4) |
@@ -35,13 +35,13 @@ def json_values(digests: list[str]):  # noqa: ANN201 - a strategy
                         max_leaves=30)
 
 
-def descriptors(digests: list[str]):  # noqa: ANN201 - a strategy of mostly-valid descriptors
+def descriptors(digests: list[str]):
     return st.fixed_dictionaries({"digest": st.sampled_from(digests), "size": st.integers(-1, 400),
                                   "mediaType": st.sampled_from(TYPES)},
                                  optional={"platform": json_values(digests), "annotations": json_values(digests)})
 
 
-def documents(digests: list[str]):  # noqa: ANN201 - any JSON, half of it shaped like a manifest or an index
+def documents(digests: list[str]):
     if not digests:
         return json_values(digests)
     return json_values(digests) | st.fixed_dictionaries(
@@ -53,7 +53,7 @@ def documents(digests: list[str]):  # noqa: ANN201 - any JSON, half of it shaped
 
 
 @st.composite
-def stores(draw):  # noqa: ANN001, ANN201 - (bodies by digest, index entries)
+def stores(draw):
     bodies: dict[str, bytes] = {}
     for _ in range(draw(st.integers(1, 5))):  # each level may reference the ones before: real digests
         body = json.dumps(draw(documents(list(bodies)))).encode()
@@ -103,13 +103,13 @@ class _Memory:
     def __init__(self, bodies: dict[str, bytes], top: str):
         self.bodies, self.top = bodies, top
 
-    def get_manifest(self, client, repo, ref):  # noqa: ANN001, ANN201
+    def get_manifest(self, client, repo, ref):
         body = self.bodies.get(self.top if ref == "1" else ref)
         if body is None:
             raise remote.RegistryError(f"{ref}: not found")
         return body, "", sha256_digest(body)
 
-    def download_blob(self, client, repo, desc, store):  # noqa: ANN001, ANN201
+    def download_blob(self, client, repo, desc, store):
         body = self.bodies.get(desc.digest, b"")
         return store.write_blob(desc.digest, desc.size, [body])
 

@@ -33,7 +33,7 @@ class CountingProxy:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # noqa: ANN002
+            def log_message(self, *args):
                 pass
 
             def _forward(self):
@@ -96,7 +96,7 @@ def test_kill_9_then_resume(make_registry, tmp_path):
         proc.wait(10)
         finished = {"sha256:" + p.name for p in blobs.iterdir() if not p.name.startswith(".")}
         indexed = json.loads((store / "index.json").read_text())["manifests"]
-        assert 0 < len(finished) and len(indexed) < len(tags)  # it really was interrupted mid-way
+        assert len(finished) > 0 and len(indexed) < len(tags)  # it really was interrupted mid-way
 
         check = run_drill("--verify", "--store", store, "--report-dir", tmp_path / "r1")
         assert check.returncode == 0, check.stderr

@@ -6,7 +6,7 @@ check of the search itself. Fast tier: no server, no sleep."""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 
@@ -16,7 +16,7 @@ from regwatch.collectors.harbor.cron import Cron, CronError
 def ts(text: str) -> float:
     for fmt in ("%a %b %d %H:%M:%S %Y", "%a %b %d %H:%M %Y"):
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).timestamp()
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
         except ValueError:
             continue
     raise AssertionError(text)
@@ -136,11 +136,11 @@ def test_the_search_agrees_with_a_brute_force_walk_over_every_hour():
     for _ in range(12):
         spec = " ".join(["0", "0"] + [rng.choice(pieces[k]) for k in ("hour", "dom", "month", "dow")])
         cron = Cron.parse(spec)
-        start = datetime(2023, 1, 1, tzinfo=timezone.utc) + timedelta(hours=rng.randrange(3 * 8760),
+        start = datetime(2023, 1, 1, tzinfo=UTC) + timedelta(hours=rng.randrange(3 * 8760),
                                                                       minutes=rng.randrange(60))
         got = cron.next(start.timestamp())
         t = start.replace(minute=0, second=0) + timedelta(hours=1)
-        limit = datetime(start.year + 6, 1, 1, tzinfo=timezone.utc)
+        limit = datetime(start.year + 6, 1, 1, tzinfo=UTC)
         while t < limit and not _matches(cron, t):
             t += timedelta(hours=1)
         assert got == (t.timestamp() if t < limit else None), spec

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 import yaml
@@ -23,7 +23,7 @@ HOUR, DAY = 3600.0, 86400.0
 
 def next_midnight(t: float) -> float:
     """The first 00:00:00 UTC strictly after ``t``: what Harbor's daily preset "0 0 0 * * *" fires at."""
-    day = datetime.fromtimestamp(t, timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = datetime.fromtimestamp(t, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return (day + timedelta(days=1)).timestamp()
 
 
@@ -58,7 +58,7 @@ def test_gc_next_run_counts_from_the_last_scheduled_run_not_a_manual_one(fake, t
     # Harbor's own next_scheduled_time (counted from its now) is exported as it is, beside the watchdog.
     assert scrape.get("regwatch_harbor_gc_next_run_timestamp_seconds", target="h") == T0 + DAY
     # The audit-log purge runs weekly (Sunday 00:00); its last scheduled run was at T0 + 100.
-    sunday = datetime(2023, 11, 19, tzinfo=timezone.utc).timestamp()  # the first Sunday after T0 + 100
+    sunday = datetime(2023, 11, 19, tzinfo=UTC).timestamp()  # the first Sunday after T0 + 100
     assert schedule(scrape, "next_run_timestamp_seconds", "purge_audit") == sunday
     assert schedule(scrape, "period_seconds", "purge_audit") == 7 * DAY
     # Unscheduled (type None): no watchdog series for it.
@@ -129,7 +129,7 @@ def test_scan_all_runs_are_observed_because_harbor_gives_no_times(fake, tmp_path
     scrape.run()
     # Never seen a run: due after regwatch first saw the daily 02:00 schedule, never before.
     first_due = schedule(scrape, "next_run_timestamp_seconds", "scan_all")
-    day = datetime.fromtimestamp(before, timezone.utc).replace(hour=2, minute=0, second=0, microsecond=0)
+    day = datetime.fromtimestamp(before, UTC).replace(hour=2, minute=0, second=0, microsecond=0)
     expected = day.timestamp() if day.timestamp() > before else (day + timedelta(days=1)).timestamp()
     assert first_due == expected
     assert schedule(scrape, "last_run_start_timestamp_seconds", "scan_all") is None

@@ -67,7 +67,7 @@ def logrus_value(value: str) -> str:
 
 
 def logrus_text(level: str, msg: str, fields: dict[str, str]) -> str:
-    parts = [f'time="2026-11-23T02:50:00.1Z"', f"level={level}", f"msg={logrus_value(msg)}"]
+    parts = ['time="2026-11-23T02:50:00.1Z"', f"level={level}", f"msg={logrus_value(msg)}"]
     parts += [f"{key}={logrus_value(value)}" for key, value in sorted(fields.items())]
     return " ".join(parts)
 

@@ -14,7 +14,7 @@ class BadConfig(click.UsageError):
     def __init__(self, error: ConfigError):
         super().__init__(str(error))
 
-    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+    def show(self, file=None) -> None:
         click.echo(f"Error: {self.format_message()}", err=True)
 
 
@@ -32,7 +32,7 @@ class ListenType(click.ParamType):
 
     name = "HOST:PORT"
 
-    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+    def convert(self, value, param, ctx):
         try:
             return parse_listen(value)
         except ValueError as exc:
@@ -45,7 +45,7 @@ class NoCredentialsURL(click.ParamType):
 
     name = "URL"
 
-    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+    def convert(self, value, param, ctx):
         try:
             return check_cli_url(value)
         except CredentialsInURL as exc:

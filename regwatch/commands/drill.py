@@ -195,9 +195,9 @@ def drill(do_backup: bool, do_restore: bool, do_verify: bool, do_prune: bool, ke
     sys.exit(0 if ok else 1)
 
 
-def _run_phases(store, ledger, src, dst, chk, *, full: bool, do_backup: bool, do_restore: bool,  # noqa: ANN001
+def _run_phases(store, ledger, src, dst, chk, *, full: bool, do_backup: bool, do_restore: bool,
                 do_verify: bool, repos: list[str], tag_filter, artifact_types: tuple[str, ...],
-                generation: int | None, force: bool, dry_run: bool, parallel: int):  # noqa: ANN202
+                generation: int | None, force: bool, dry_run: bool, parallel: int):
     """Run the phases asked for; an unexpected error ends the phase as a failure (the report is still
     written), never as a traceback."""
     from regwatch.drill.backup import Backup
@@ -209,10 +209,10 @@ def _run_phases(store, ledger, src, dst, chk, *, full: bool, do_backup: bool, do
     found_by = None
     only = None
 
-    def guarded(phase: str, fn):  # noqa: ANN001, ANN202
+    def guarded(phase: str, fn):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - the report must be written for every drill that started
+        except Exception as exc:
             log.debug("drill %s crashed", phase, exc_info=True)
             res = PhaseResult(phase)
             res.fail("*", f"{phase} stopped on an unexpected {type(exc).__name__}: {str(exc)[:300]}")

@@ -106,7 +106,7 @@ def _pairs(values: tuple[str, ...], option: str, label: bool = False) -> dict[st
     return out
 
 
-def _threshold_options(func):  # noqa: ANN001, ANN202 - decorator
+def _threshold_options(func):
     """One --option per AlertOptions field, typed by its kind."""
     for old in reversed(RENAMED):
         func = click.option(f"--{old}", hidden=True, expose_value=False, callback=_renamed)(func)

@@ -17,7 +17,7 @@ from regwatch.config import parse_duration
 class _Duration(click.ParamType):
     name = "duration"
 
-    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+    def convert(self, value, param, ctx):
         if isinstance(value, float):
             return value
         try:
@@ -106,7 +106,7 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
-def _print_table(endpoint: str, image: str, mode: str, result) -> None:  # noqa: ANN001
+def _print_table(endpoint: str, image: str, mode: str, result) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table

@@ -15,7 +15,7 @@ from regwatch.config import split_listen
 log = logging.getLogger("regwatch.serve")
 
 
-def _collector_options(fn):  # noqa: ANN001, ANN202 - decorator
+def _collector_options(fn):
     for name, factory in sorted(factories().items(), reverse=True):
         fn = click.option(
             f"--collector.{name}/--no-collector.{name}", f"collector_{name}", default=None,
@@ -78,7 +78,7 @@ def serve(config_path: str, listen: str | None, shard_spec: str | None, shard_fr
     os._exit(0)
 
 
-def _shard(spec: str | None, from_hostname: bool, count: int | None):  # noqa: ANN202
+def _shard(spec: str | None, from_hostname: bool, count: int | None):
     """The shard this replica is, from --shard or --shard-from-hostname; None collects everything."""
     from regwatch.sharding import Shard, ShardError
 
@@ -94,13 +94,13 @@ def _shard(spec: str | None, from_hostname: bool, count: int | None):  # noqa: A
         raise click.UsageError(str(exc)) from None
 
 
-def _shard_jobs(jobs: list, shard, config) -> list:  # noqa: ANN001
+def _shard_jobs(jobs: list, shard, config) -> list:
     from regwatch.sharding import shard_jobs
 
     return shard_jobs(jobs, shard, (target.name for target in config.targets))
 
 
-def _reload(config_path: str, enabled: dict, runner, server, shard=None):  # noqa: ANN001, ANN202
+def _reload(config_path: str, enabled: dict, runner, server, shard=None):
     """SIGHUP: swap in a runner for the new config; on any problem keep the running one and say so."""
     from regwatch.config import ConfigError, load_config
     from regwatch.runner import Runner
@@ -112,7 +112,7 @@ def _reload(config_path: str, enabled: dict, runner, server, shard=None):  # noq
         log.error("config reload failed; keeping the last good config", extra={"err": str(exc)})
         runner.reload_failed()
         return runner
-    except Exception as exc:  # noqa: BLE001 - a reload must never stop a running serve
+    except Exception as exc:
         log.exception("config reload failed; keeping the last good config",
                       extra={"err": f"{exc.__class__.__name__}: {exc}"})
         runner.reload_failed()

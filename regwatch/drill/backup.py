@@ -42,7 +42,7 @@ class _Once:
         self._futures: dict = {}
         self._lock = threading.Lock()
 
-    def submit(self, key, fn, *args) -> Future:  # noqa: ANN001
+    def submit(self, key, fn, *args) -> Future:
         with self._lock:
             fut = self._futures.get(key)
             if fut is None:
@@ -141,7 +141,7 @@ class Backup:
                                                        "ok": str(res.ok).lower()})
 
     # ------------------------------------------------------------------ per tag
-    def _tag(self, repo: str, tag: str, old, subject: str | None = None) -> None:  # noqa: ANN001 - Entry
+    def _tag(self, repo: str, tag: str, old, subject: str | None = None) -> None:
         row = self.ledger.row(repo, tag)
         row.referrer_of = subject
         if old is not None:
@@ -178,7 +178,7 @@ class Backup:
             res.fail(row.name, f"backup failed: {exc}")
         self.progress.advance(images=1)
 
-    def _referrers(self, repo: str, subjects: list[str], row, seen: set[str], level: int) -> None:  # noqa: ANN001
+    def _referrers(self, repo: str, subjects: list[str], row, seen: set[str], level: int) -> None:
         if self.referrers_api is False or level > MAX_REFERRER_LEVELS:
             return
         for subject in subjects:
@@ -205,7 +205,7 @@ class Backup:
                 self._add(index_entry(repo, None, desc.digest, size, media_type, subject=subject))
                 self._referrers(repo, [desc.digest], row, seen, level + 1)
 
-    def _manifest(self, repo: str, digest: str | None, size: int | None, media_type: str, depth: int, row,  # noqa: ANN001
+    def _manifest(self, repo: str, digest: str | None, size: int | None, media_type: str, depth: int, row,
                   seen: set[str], tree: list[str], ref: str | None = None) -> tuple[Parsed, str, int, str]:
         """Make sure a manifest and everything it references are in the store (children first, so a
         stored manifest is always complete). Returns (parsed, digest, size, media type)."""

@@ -40,7 +40,7 @@ def put_manifest(client: RegistryClient, repo: str, ref: str, body: bytes, media
     return resp.headers.get("OCI-Subject")
 
 
-def download_blob(client: RegistryClient, repo: str, desc: Descriptor, store) -> int:  # noqa: ANN001 - a Store
+def download_blob(client: RegistryClient, repo: str, desc: Descriptor, store) -> int:
     """Stream one blob into the store, reading at most ``desc.size`` bytes (the client refuses more, and
     the store stops at the size too)."""
     resp = client.get_blob(repo, desc.digest, desc.size)
@@ -109,7 +109,7 @@ def mount_blob(client: RegistryClient, repo: str, digest: str, from_repo: str) -
     return client.mount_blob(repo, digest, from_repo)
 
 
-def push_blob(client: RegistryClient, repo: str, digest: str, reader, size: int, chunk_size: int | None) -> None:  # noqa: ANN001
+def push_blob(client: RegistryClient, repo: str, digest: str, reader, size: int, chunk_size: int | None) -> None:
     client.push_blob(repo, digest, reader, size, chunk_size=chunk_size)
 
 

@@ -46,7 +46,7 @@ class VerifiedReader:
     """A file object for the upload that hashes what it hands out and refuses to hand out the last
     bytes of a blob whose content or size does not match its digest."""
 
-    def __init__(self, fh, digest: str, size: int):  # noqa: ANN001
+    def __init__(self, fh, digest: str, size: int):
         self.fh, self.digest, self.size = fh, digest, size
         self.sent = 0
         self.h = hashlib.sha256()
@@ -121,7 +121,7 @@ class Restore:
         return res.finish(self.ledger)
 
     # ------------------------------------------------------------------ entries
-    def _row_for(self, entry: Entry):  # noqa: ANN202 - ImageRow or None
+    def _row_for(self, entry: Entry):
         if entry.tag:
             row = self.ledger.row(entry.repo, entry.tag)
             row.digest = row.digest or entry.digest
@@ -175,7 +175,7 @@ class Restore:
         if entry.tag:
             self.progress.advance(images=1)
 
-    def _failed(self, row, name: str, message: str) -> None:  # noqa: ANN001
+    def _failed(self, row, name: str, message: str) -> None:
         if row is not None:
             self.ledger.set(row, "restore", "failed", message)
         self.result.fail(name, message)
@@ -189,7 +189,7 @@ class Restore:
         own = data.get("mediaType") if isinstance(data, dict) else None
         return own if isinstance(own, str) and own else fallback
 
-    def _read_manifest(self, digest: str, size: int | None, media_type: str):  # noqa: ANN202 - (bytes, Parsed)
+    def _read_manifest(self, digest: str, size: int | None, media_type: str):
         body = self.store.read_blob(digest)
         if sha256_digest(body) != digest or (size is not None and len(body) != size):
             raise BadContent(f"stored manifest {digest} is corrupt; run `regwatch drill --verify` and back up again")

@@ -76,7 +76,7 @@ def _show(names: list[str]) -> str:
     return head + (f" and {len(names) - SHOW} more" if len(names) > SHOW else "")
 
 
-def select_repositories(client, patterns: list[str]) -> Selection:  # noqa: ANN001 - a RegistryClient
+def select_repositories(client, patterns: list[str]) -> Selection:
     literal = [p for p in patterns if not WILDCARDS & set(p)]
     globs = [p for p in patterns if WILDCARDS & set(p)]
     for name in literal:

@@ -46,7 +46,7 @@ class LayerCheck:
     images: set[str] = field(default_factory=set)
 
 
-def _decompressor(media_type: str):  # noqa: ANN202 - returns a callable chunk -> bytes, or None
+def _decompressor(media_type: str):
     if "zstd" in media_type:
         import zstandard
 
@@ -117,7 +117,7 @@ class _RawGunzip:
         return b"".join(out)
 
 
-def _diff_worker(chunks: queue.Queue, decompress, u, errors: list) -> None:  # noqa: ANN001
+def _diff_worker(chunks: queue.Queue, decompress, u, errors: list) -> None:
     while True:
         chunk = chunks.get()
         if chunk is None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import socket
 import ssl
 import time
 from dataclasses import asdict, dataclass, field
@@ -288,7 +287,7 @@ def _fetch_blob(pull: _Pull, digest: str, size: int, phase: str, first_byte_phas
 
 
 def _exchange(pull: _Pull, phase: str, method: str, url: str, headers: dict[str, str], *, send_auth: bool = True,
-              limit: int | None = None, hasher=None, first_byte_phase: str | None = None,  # noqa: ANN001
+              limit: int | None = None, hasher=None, first_byte_phase: str | None = None,
               follow_redirects: bool = False, body: bytes | None = None) -> _Response:
     """One request, timed into ``phase`` (connection set-up into dns/connect/tls), body read in full.
 
@@ -336,7 +335,7 @@ def _exchange(pull: _Pull, phase: str, method: str, url: str, headers: dict[str,
             if exc.reason == "truncated":
                 raise ProbeFailure("truncated", f"{method} {urlsplit(url).path}: {exc}", phase) from None
             raise
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             pull.timings.add(phase, time.monotonic() - started)
             raise ProbeFailure("timeout", f"{method} {urlsplit(url).path} got no answer within the probe's "
                                           f"{pull.deadline.seconds:g}s timeout", phase) from None
@@ -358,7 +357,7 @@ def _exchange(pull: _Pull, phase: str, method: str, url: str, headers: dict[str,
 
 
 def _read_body(pull: _Pull, resp: http.client.HTTPResponse, phase: str, limit: int | None,
-               hasher, count: bool) -> tuple[bytes, int]:  # noqa: ANN001
+               hasher, count: bool) -> tuple[bytes, int]:
     """Read the body (at most ``limit`` bytes); ``count`` adds it to the bytes pulled (image content only)."""
     chunks: list[bytes] = []
     got = 0

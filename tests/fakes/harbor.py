@@ -38,7 +38,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -68,7 +68,7 @@ ROBOT_FORBIDDEN = {"/robots"}
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 T0 = 1_700_000_000.0
@@ -315,7 +315,7 @@ class FakeHarbor:
                 # Headers and body go out in two writes: without this, Nagle and delayed ACKs add 40 ms a call.
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
+            def do_GET(self) -> None:
                 fake._handle(self)
 
             def log_message(self, *args: Any) -> None:
@@ -557,7 +557,7 @@ class FakeHarbor:
                 "schedule": self.purge_schedule,
                 "job_status": "", "deleted": False, "creation_time": iso(T0), "update_time": iso(T0)}
 
-    def get_system_scanAll_schedule(self, role, q):  # noqa: N802 - named after the swagger path
+    def get_system_scanAll_schedule(self, role, q):
         if self.scan_all_schedule is None:
             return NULL
         return {"id": 3, "status": "Success", "creation_time": iso(T0 - 86400), "update_time": iso(T0 - 86400),
@@ -658,7 +658,7 @@ class FakeHarbor:
         terms = q.get("q", [""])[0]
         match = re.search(r"op_time=\[([^~\]]*)~([^\]]*)\]", terms)
         if match:
-            low, high = (datetime.strptime(v.strip(), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+            low, high = (datetime.strptime(v.strip(), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
                          for v in match.groups())
 
             def secs(e):  # Harbor compares op_time in the database at full precision

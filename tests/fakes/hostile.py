@@ -123,7 +123,7 @@ class HostileServer:
 
 
 def endless(chunk: bytes = b"x" * 65536) -> Callable[[], object]:
-    def gen():  # noqa: ANN202
+    def gen():
         while True:
             yield chunk
     return gen
@@ -131,7 +131,7 @@ def endless(chunk: bytes = b"x" * 65536) -> Callable[[], object]:
 
 def json_endless_catalog() -> Callable[[], object]:
     """``{"repositories": ["a0", "a1", ...`` for ever: valid JSON that never ends."""
-    def gen():  # noqa: ANN202
+    def gen():
         yield b'{"repositories": ['
         n = 0
         while True:
@@ -141,7 +141,7 @@ def json_endless_catalog() -> Callable[[], object]:
 
 
 def trickle(data: bytes) -> Callable[[], object]:
-    def gen():  # noqa: ANN202
+    def gen():
         for i in range(len(data)):
             yield data[i:i + 1]
     return gen

@@ -175,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815 - stdlib names
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
 # --------------------------------------------------------------------------- rendering a chart with real Helm

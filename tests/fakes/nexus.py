@@ -50,7 +50,7 @@ class FakeServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 fake.requests.append(self.path)
                 if fake.delay:
                     time.sleep(fake.delay)  # a hung server: accepts, then answers too late

@@ -74,7 +74,7 @@ class RegistryFront:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, *args):  # noqa: ANN002
+            def log_message(self, *args):
                 pass
 
             def handle_one(self):
@@ -210,7 +210,7 @@ class RegistryFront:
             self.referrers.setdefault((name, subject["digest"]), {})[digest] = desc
         return subject["digest"]
 
-    def _list_referrers(self, h, name: str, digest: str, query: dict, headers: dict, extra: list) -> None:  # noqa: ANN001
+    def _list_referrers(self, h, name: str, digest: str, query: dict, headers: dict, extra: list) -> None:
         auth = {k: v for k, v in headers.items() if k.lower() == "authorization"}
         status, up_headers, _ = self._upstream("GET", "/v2/", auth, None)
         if status == 401:
@@ -240,7 +240,7 @@ class RegistryFront:
         self._reply(h, 200, out_headers, body)
 
     # ------------------------------------------------------------------ Harbor listing
-    def _harbor(self, h, parts) -> None:  # noqa: ANN001
+    def _harbor(self, h, parts) -> None:
         query = parse_qs(parts.query)
         page = int((query.get("page") or ["1"])[0])
         size = int((query.get("page_size") or ["10"])[0])

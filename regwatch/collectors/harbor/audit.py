@@ -23,7 +23,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
@@ -109,8 +109,8 @@ class AuditGroup(HarborGroup):
 
     def _read(self) -> None:
         since = self.state.mark if self.state.mark is not None else time.time() - self.target.harbor.audit_lookback
-        start = datetime.fromtimestamp(int(since), timezone.utc).strftime(_Q_TIME)
-        end = (datetime.now(timezone.utc) + timedelta(days=1)).strftime(_Q_TIME)
+        start = datetime.fromtimestamp(int(since), UTC).strftime(_Q_TIME)
+        end = (datetime.now(UTC) + timedelta(days=1)).strftime(_Q_TIME)
         params = {"q": f"op_time=[{start}~{end}]", "sort": "op_time"}
         if self.state.mark is None:
             self.state.mark, self.state.ids = float(int(since)) - 1e-6, set()

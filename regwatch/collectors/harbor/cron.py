@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 _INT = re.compile(r"[+-]?[0-9]{1,9}")
 _MONTHS = {name: i + 1 for i, name in enumerate(
@@ -137,7 +137,7 @@ class Cron:
         if not math.isfinite(after) or not -62135596800 < after < 253402300799:
             return None
         try:
-            return self._next(datetime.fromtimestamp(math.floor(after), timezone.utc) + timedelta(seconds=1))
+            return self._next(datetime.fromtimestamp(math.floor(after), UTC) + timedelta(seconds=1))
         except (OverflowError, ValueError):  # past the year 9999
             return None
 
