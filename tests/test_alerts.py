@@ -40,6 +40,7 @@ def write(tmp_path: Path, rules: dict, tests: dict) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # promtool over every rule and its ~90 test groups
 def test_committed_rules_pass_promtool_check_and_their_unit_tests():
     check = promtool("check", "rules", alerts.RULES_FILE, cwd=COMMITTED)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -90,6 +91,7 @@ def test_recording_rules_feed_the_alerts_that_share_their_expression():
         assert record in alert_exprs, f"recording rule {record} is used by no alert"
 
 
+@pytest.mark.slow  # promtool over every rule and its ~90 test groups
 @pytest.mark.parametrize("options", [
     AlertOptions(storage_threshold=0.9, pull_latency_threshold=1.0, auth_failure_threshold=0.05,
                  cache_hit_ratio_threshold=0.8, tls_warning_within="30d", tls_critical_within="7d",
@@ -354,6 +356,7 @@ _labels = st.dictionaries(st.sampled_from(["team", "env", "target", "tier"]), _n
 
 # Each example runs promtool over ~90 test groups (~5 s): few examples, and no shrinking (it
 # would re-run promtool hundreds of times); a failure prints the whole command line instead.
+@pytest.mark.slow  # promtool over every rule and its ~90 test groups
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(options=_options, fors=_fors, labels=_labels)

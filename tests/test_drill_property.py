@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -84,6 +85,7 @@ def test_parse_and_parse_entry_raise_only_badcontent(value):
             pass
 
 
+@pytest.mark.slow  # hundreds of generated stores
 @given(stores())
 @SETTINGS
 def test_verify_reads_any_store_without_an_exception(data):
@@ -114,6 +116,7 @@ class _Memory:
         return store.write_blob(desc.digest, desc.size, [body])
 
 
+@pytest.mark.slow  # hundreds of generated stores
 @given(stores())
 @SETTINGS
 def test_the_backup_walker_turns_any_manifest_into_a_result(monkeypatch, data):
