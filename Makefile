@@ -56,12 +56,13 @@ venv: deps $(VENV)/.test
 demo: demo-deps $(VENV)/.runtime
 	$(BIN)/regwatch demo $(DEMO_ARGS)
 
+# Every test, on two workers (pytest-xdist; each test's servers take free loopback ports and temp dirs).
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
-# The tests that start no server (see the `servers` marker in tests/conftest.py).
+# The tests that start no server and are not slow (the `servers` and `slow` markers, tests/conftest.py).
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not servers"
+	$(BIN)/python -m pytest -q -m "not servers and not slow"
 
 bench: venv
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
