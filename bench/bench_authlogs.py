@@ -252,7 +252,7 @@ def main() -> None:
         print()
         print(f"{'follower':<16}{'lines':>12}{'append->exact s':>17}{'lines/s':>14}{'peak RSS MiB':>14}"
               f"{'append alone s':>16}")
-        for (name, result), alone in zip((("regwatch serve", ours), ("mtail", theirs)), APPEND_SECONDS):
+        for (name, result), alone in zip((("regwatch serve", ours), ("mtail", theirs)), APPEND_SECONDS, strict=True):
             print(f"{name:<16}{args.lines:>12,}{result['seconds']:>17.2f}{args.lines / result['seconds']:>14,.0f}"
                   f"{result['rss_mib']:>14.1f}{alone:>16.2f}")
         ratio = theirs["seconds"] / ours["seconds"]

@@ -99,7 +99,7 @@ def test_demo_tells_what_metrics_say_its_commands_work_and_it_cleans_up(tmp_path
         assert [re.search(r" (probe|drill|generate) ", c).group(1) for c in commands] == ["probe", "drill", "generate"]
         results = [subprocess.run(["bash", "-c", c], capture_output=True, text=True, timeout=120, cwd=tmp_path)
                    for c in commands]
-        for command, result in zip(commands, results):
+        for command, result in zip(commands, results, strict=True):
             assert result.returncode == 0, (command, result.stdout, result.stderr)
         assert results[0].stdout.rstrip().endswith("OK")
         assert re.search(r"^backup \+ verify passed: 7 images, 7 ok; report: ", results[1].stdout, re.M), results[1].stdout

@@ -142,7 +142,7 @@ def test_harbor_robot_login_logged_three_times_counts_once():
     block = robot_chain("robot$proj+ci", "r-1", 1) + robot_chain("robot$proj+ci", "r-2", 2, files=("robot2.go",))
     # two requests of the same robot interleaved, with one client-chosen request id for both
     first, second = robot_chain("robot$proj+ci", "same", 3), robot_chain("robot$proj+ci", "same", 3)
-    block += [line for pair in zip(first, second) for line in pair]
+    block += [line for pair in zip(first, second, strict=True) for line in pair]
     tally = Tally()
     Parser("harbor-core").feed(("\n".join(block) + "\n").encode(), tally)
     assert dict(tally.failures) == {"bad_credentials": 4}

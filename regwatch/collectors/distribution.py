@@ -67,7 +67,8 @@ class DistributionCollector(Collector):
                     ["target"], [([name], sum(counts))])
         if self.target.per_repository_metrics:
             yield gauge("regwatch_registry_repository_tags", "Tags per repository (opt-in: per_repository_metrics).",
-                        ["target", "repository"], [([name, repo], count) for repo, count in zip(repos, counts)])
+                        ["target", "repository"],
+                        [([name, repo], count) for repo, count in zip(repos, counts, strict=True)])
         if self.debug_client is not None:
             yield gauge("regwatch_registry_healthy", "1 if the registry's debug /debug/health reports no failing check.",
                         ["target"], [([name], self._healthy())])

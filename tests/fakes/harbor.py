@@ -616,7 +616,7 @@ class FakeHarbor:
 
         def window(a, b):
             out, seen = [], 0
-            for j, n in zip(ids, counts):
+            for j, n in zip(ids, counts, strict=True):
                 if seen + n > a and seen < b:
                     arts = self.artifacts(j)[max(0, a - seen):b - seen]
                     for art in arts:
