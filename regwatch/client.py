@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -117,10 +117,8 @@ class _Guard:
         self.expired = True
         sock = getattr(self.conn, "sock", None)
         if sock is not None:
-            try:
+            with suppress(OSError):  # closed already: the deadline only needs it cut
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def finish(self) -> None:
         self.done = True

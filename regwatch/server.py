@@ -24,6 +24,7 @@ Every HTTP client is untrusted, so connections are bounded in time, in count and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import html
 import http.client
@@ -129,10 +130,8 @@ class MetricsServer:
         """Close the listening socket and every connection; returns within about ``timeout``."""
         if self._thread.is_alive():
             future = asyncio.run_coroutine_threadsafe(self._close_all(), self._loop)
-            try:
+            with contextlib.suppress(Exception):  # any error: stopping must not fail; the thread is a daemon
                 future.result(timeout)
-            except Exception:  # noqa: BLE001 - stopping must not fail; the thread is a daemon
-                pass
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
         if not self._thread.is_alive():

@@ -26,6 +26,7 @@ client's own ``basic_auth=``/``api_key=`` options.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import importlib
 import logging
@@ -379,10 +380,8 @@ class ElasticsearchSource:
                 after = sort
             stats["truncated"] = True
         finally:
-            try:
+            with contextlib.suppress(Exception):  # any error: the PIT expires by itself after keep_alive
                 es.close_point_in_time(id=pit)
-            except Exception:  # noqa: BLE001 - the PIT expires by itself after keep_alive
-                pass
 
     def run(self) -> tuple[Tally, Counter]:
         """One collection: count what is new, save, and return (totals, read errors)."""
