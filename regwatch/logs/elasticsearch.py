@@ -407,7 +407,7 @@ class ElasticsearchSource:
                         self._count(kind, query, cursors, seen, pending, errors, now_ms, deadline)
                     finally:
                         _DEADLINE.reset(token)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any client error is a failed query: counted, then re-raised
                 self.errors["query"] += 1
                 if cfg.client_major == "auto":
                     self.close()  # the cluster may have been upgraded: read its version again next run
