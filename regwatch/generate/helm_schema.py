@@ -188,7 +188,7 @@ def targets_schema(members: tuple[type[BaseModel], ...]) -> dict:
         for name, field in member.model_fields.items():
             if name not in model.TargetConfig.model_fields:
                 blocks[name] = (member, field)
-    for name, (member, field) in blocks.items():
+    for name, (_, field) in blocks.items():
         schema["properties"][name] = field_schema(field)
     rules = []
     for member, kind in zip(members, kinds, strict=True):
