@@ -212,7 +212,7 @@ def substitute(expr: str) -> str:
 def test_every_query_parses_with_promtool(tmp_path):
     rules = []
     for data in dashboards.render_all("provisioning").values():
-        for uid, title, expr in dashboards.panel_queries(data):
+        for _uid, _title, expr in dashboards.panel_queries(data):
             rules.append({"record": f"check:{len(rules)}", "expr": substitute(expr)})
     (tmp_path / "queries.yml").write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}))
     run = subprocess.run(["promtool", "check", "rules", "queries.yml"], cwd=tmp_path, capture_output=True, text=True)
