@@ -50,7 +50,8 @@ log = logging.getLogger("regwatch.server")
 
 TEXT = "text/plain; charset=utf-8"
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable", 505: "HTTP Version Not Supported"}
+            431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+            505: "HTTP Version Not Supported"}
 _MAX_HEADER_LINES = 100
 _WRITE_CHUNK = 256 * 1024
 _ACCEPTS_PER_WAKEUP = 16  # a flood of connections cannot starve the responses already under way

@@ -954,7 +954,8 @@ def _never_passed(o: AlertOptions, store: dict[str, str]) -> Alert:
                  "The DR store {{ $labels.store }} is backed up but has never passed a full drill.",
                  "{{ $labels.store }} has had backups for at least " + humanize_duration(for_seconds(for_)) +
                  " but no full drill (backup, restore into a scratch registry, verify) has ever passed on it: "
-                 "nobody knows whether it restores. Run `regwatch drill --source ... --dest ... --store` on it.", fire, silent)
+                 "nobody knows whether it restores. Run `regwatch drill --source ... --dest ... --store` on it.",
+                 fire, silent)
 
 
 def _cache_hit_ratio(o: AlertOptions) -> Alert:
