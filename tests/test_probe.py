@@ -201,7 +201,8 @@ def test_a_damaged_layer_is_caught_in_the_blob_phase(registry, registry_client, 
     push_image(registry_client, "lib/app", "1", image)
     proxy = DelayProxy(registry.port, fault=fault, fault_skip=1)  # the config passes, the layer is damaged
     try:
-        result = Prober().probe(ProbeSpec(proxy.url, "lib/app", "1", credentials=Credentials(username="alice", password="alice-secret")))
+        alice = Credentials(username="alice", password="alice-secret")
+        result = Prober().probe(ProbeSpec(proxy.url, "lib/app", "1", credentials=alice))
         assert (result.success, result.reason, result.failed_phase) == (False, reason, "blob")
         assert proxy.requests["blob"] == 2
     finally:
