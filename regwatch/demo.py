@@ -170,7 +170,7 @@ def settle(demo: Demo, timeout: float = 15.0) -> None:
     less than the demo did.
     """
     def snapshot() -> tuple[int, object]:
-        with urllib.request.urlopen(f"{demo.cache.debug_url}/debug/vars", timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"{demo.cache.debug_url}/debug/vars", timeout=5) as resp:  # noqa: S310 - our own cache
             counters = json.loads(resp.read(1 << 20)).get("registry", {}).get("proxy")  # not memstats: they always move
         return demo.registry.log_path.stat().st_size, counters
 

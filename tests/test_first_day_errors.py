@@ -73,7 +73,7 @@ def world(tmp_path, make_registry):
     ca = {"tls": {"ca_file": str(pki.ca_file)}}
     secret = tmp_path / "wrong-pw"
     secret.write_text("not-alices-password")
-    hp = lambda url: url.split("//")[1]  # noqa: E731
+    hp = lambda url: url.split("//")[1]  # noqa: E731 - a one-liner used in the table below
     cases = {
         "dns": ({"url": "http://registry.invalid:5000"},
                 f"GET /v2/: cannot resolve registry.invalid: {dns_error}; check the host name in the URL and this "

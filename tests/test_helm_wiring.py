@@ -86,7 +86,7 @@ class Pod:
         return f"http://127.0.0.1:{port}{get['path']}"
 
     def start(self) -> Pod:
-        self.log = open(self.root / "pod.log", "ab")  # noqa: SIM115
+        self.log = open(self.root / "pod.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      cwd=self.root)
         assert wait_for_port("127.0.0.1", self.port, 20, self.proc), (self.root / "pod.log").read_text()
