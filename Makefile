@@ -56,11 +56,14 @@ venv: deps $(VENV)/.test
 demo: demo-deps $(VENV)/.runtime
 	$(BIN)/regwatch demo $(DEMO_ARGS)
 
+# ruff first: its config is in pyproject.toml ([tool.ruff]).
 test: venv
+	$(BIN)/ruff check regwatch tests bench
 	$(BIN)/python -m pytest -q
 
 # The tests that start no server (see the `servers` marker in tests/conftest.py).
 test-fast: venv
+	$(BIN)/ruff check regwatch tests bench
 	$(BIN)/python -m pytest -q -m "not servers"
 
 bench: venv
