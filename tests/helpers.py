@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prometheus_client.parser import text_string_to_metric_families
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -64,3 +65,19 @@ def server_context(pki: PKI, name: str = "server") -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context
+
+
+# --------------------------------------------------------------------------- exposition readers
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of an exposition text: (name, sorted label pairs) -> value."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    """The sample ``name`` with exactly ``labels`` in an exposition text; None if it is absent."""
+    return samples(text).get((name, tuple(sorted(labels.items()))))

@@ -18,25 +18,12 @@ import psutil
 import pytest
 import requests
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from regwatch.images import build_image, push_image
 from tests.conftest import log_events
+from tests.helpers import samples, value
 from tests.promserver import PrometheusServer
 
 pytestmark = pytest.mark.servers
-
-
-def samples(text: str) -> dict[tuple[str, tuple], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def value(text: str, name: str, **labels: str) -> float | None:
-    return samples(text).get((name, tuple(sorted(labels.items()))))
 
 
 def target(registry, password_file, **extra) -> dict:
