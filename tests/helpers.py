@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 import ssl
 
 from cryptography import x509
@@ -81,3 +82,17 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 def value(text: str, name: str, **labels: str) -> float | None:
     """The sample ``name`` with exactly ``labels`` in an exposition text; None if it is absent."""
     return samples(text).get((name, tuple(sorted(labels.items()))))
+
+
+# --------------------------------------------------------------------------- dashboards
+
+# The dashboard variables a query may use, with values that select everything.
+SUBSTITUTE = {"$job": ".+", "$target": ".+", "$__rate_interval": "1m"}
+
+
+def substitute(expr: str) -> str:
+    """A panel query as Prometheus runs it with every variable on "All"."""
+    for var, fill in SUBSTITUTE.items():
+        expr = expr.replace(var, fill)
+    assert "$" not in re.sub(r"\{\{.*?\}\}", "", expr), f"unsubstituted variable in {expr!r}"
+    return expr
