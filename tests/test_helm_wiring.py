@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from regwatch.images import build_image, push_image
 from regwatch.localregistry import free_port, wait_for_port
 from tests.conftest import REPO_ROOT
+from tests.dockerfile import image_entrypoint
 from tests.fakes.kubeapi import render
-from tests.test_helm_dockerfile import image_entrypoint
 
 # Every render is a Helm install against a fake Kubernetes API server the test starts.
 pytestmark = pytest.mark.servers
