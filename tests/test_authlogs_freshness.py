@@ -13,7 +13,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_logs_parsers import TEXT_ANON, TEXT_BAD, TEXT_GOOD
+from tests.logsamples import TEXT_ANON, TEXT_BAD, TEXT_GOOD
 
 pytestmark = pytest.mark.slow
 
