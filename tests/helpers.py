@@ -1,6 +1,8 @@
-"""What several test modules share: a test PKI, TLS contexts for fake servers, sample readers.
+"""What several test modules share: a test PKI, TLS contexts for fake servers, exposition sample
+readers, and the dashboards' variable substitution.
 
-Test modules import from here (and from tests/conftest.py fixtures), never from each other.
+Test modules import from here (and from tests/conftest.py fixtures, and the domain kits beside it:
+harbor_support, probe_support, proxycache_model, logsamples, dockerfile), never from each other.
 """
 
 from __future__ import annotations
