@@ -56,12 +56,15 @@ venv: deps $(VENV)/.test
 demo: demo-deps $(VENV)/.runtime
 	$(BIN)/regwatch demo $(DEMO_ARGS)
 
-# Every test, on two workers (pytest-xdist; each test's servers take free loopback ports and temp dirs).
+# ruff first (its config is in pyproject.toml, [tool.ruff]), then every test on two workers
+# (pytest-xdist; each test's servers take free loopback ports and temp dirs).
 test: venv
+	$(BIN)/ruff check regwatch tests bench
 	$(BIN)/python -m pytest -q -n 2
 
 # The tests that start no server and are not slow (the `servers` and `slow` markers, tests/conftest.py).
 test-fast: venv
+	$(BIN)/ruff check regwatch tests bench
 	$(BIN)/python -m pytest -q -m "not servers and not slow"
 
 bench: venv

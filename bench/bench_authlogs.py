@@ -140,9 +140,10 @@ def start_serve(tmp: Path, sources: list[dict], name: str) -> tuple[subprocess.P
     port = free_port()
     config = tmp / f"{name}.yml"
     config.write_text(yaml.safe_dump({"auth_logs": sources}))
-    proc = subprocess.Popen([sys.executable, "-m", "regwatch", "serve", "--config", str(config), "--listen",
-                             f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.log", "wb"),
-                            cwd=Path(__file__).resolve().parent.parent)
+    with open(tmp / f"{name}.log", "wb") as log:  # the child keeps its own descriptor of it
+        proc = subprocess.Popen([sys.executable, "-m", "regwatch", "serve", "--config", str(config), "--listen",
+                                 f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=log,
+                                cwd=Path(__file__).resolve().parent.parent)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -182,9 +183,9 @@ def run_mtail(tmp: Path, staging: Path, progs: Path, want: tuple[int, int]) -> d
     target = tmp / "mtail-follow.log"
     target.write_bytes(b"")
     port = free_port()
-    proc = subprocess.Popen(["mtail", "--logs", str(target), "--progs", str(progs), "--address", "127.0.0.1",
-                             "--port", str(port), "--logtostderr"], stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / "mtail.log", "wb"))
+    with open(tmp / "mtail.log", "wb") as log:  # the child keeps its own descriptor of it
+        proc = subprocess.Popen(["mtail", "--logs", str(target), "--progs", str(progs), "--address", "127.0.0.1",
+                                 "--port", str(port), "--logtostderr"], stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         deadline = time.monotonic() + 30
@@ -252,7 +253,7 @@ def main() -> None:
         print()
         print(f"{'follower':<16}{'lines':>12}{'append->exact s':>17}{'lines/s':>14}{'peak RSS MiB':>14}"
               f"{'append alone s':>16}")
-        for (name, result), alone in zip((("regwatch serve", ours), ("mtail", theirs)), APPEND_SECONDS):
+        for (name, result), alone in zip((("regwatch serve", ours), ("mtail", theirs)), APPEND_SECONDS, strict=True):
             print(f"{name:<16}{args.lines:>12,}{result['seconds']:>17.2f}{args.lines / result['seconds']:>14,.0f}"
                   f"{result['rss_mib']:>14.1f}{alone:>16.2f}")
         ratio = theirs["seconds"] / ours["seconds"]

@@ -31,9 +31,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from regwatch.client import RegistryClient  # noqa: E402
-from regwatch.localregistry import free_port, wait_for_port  # noqa: E402
-from tests.fakes.harbor import FakeHarbor  # noqa: E402
+from regwatch.client import RegistryClient  # noqa: E402 - after the sys.path line
+from regwatch.localregistry import free_port, wait_for_port  # noqa: E402 - after the sys.path line
+from tests.fakes.harbor import FakeHarbor  # noqa: E402 - after the sys.path line
 
 
 def c4po_style(fake: FakeHarbor) -> float:
@@ -71,7 +71,7 @@ def main() -> None:
         "password_file": str(work / "pw"), "interval": "5m"}]}))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = open(work / "serve.log", "wb")  # noqa: SIM115
+    log = open(work / "serve.log", "wb")  # noqa: SIM115 - closed in the finally below
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "regwatch", "serve", "--config", str(config), "--listen",
                              f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,

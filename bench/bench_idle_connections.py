@@ -15,6 +15,7 @@ goroutine per connection), scraped on its own /metrics the same way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import socket
 import subprocess
@@ -68,10 +69,8 @@ def hold_idle(port: int, count: int) -> list[socket.socket]:
     for i in range(count):
         sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         if i % 2:
-            try:
+            with contextlib.suppress(OSError):  # the server may already have closed it
                 sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n")
-            except OSError:
-                pass
         held.append(sock)
     return held
 

@@ -89,7 +89,7 @@ def run(work: Path, seconds: float) -> None:
             sigterm = time.monotonic() - t0
     slow.shutdown()
     latencies.sort()
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
+    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731 - a one-line percentile
     print(f"/metrics while one target answers after 5 s ({len(latencies)} scrapes over {seconds:g}s, "
           f"{len(body)} bytes each)")
     print(f"  p50 {p(0.50):.2f} ms   p99 {p(0.99):.2f} ms   max {latencies[-1] * 1000:.2f} ms   "

@@ -43,8 +43,8 @@ class Budget:
     are made for idempotent requests on a connection error, a timeout, 429 or 502-504, after
     ``backoff`` seconds doubling each time, or after the peer's ``Retry-After`` up to
     ``retry_after_cap``. ``collection`` is the deadline of a whole fan-out collection (many
-    calls); without it a collection is one call. ``grace`` is how much longer the runner waits. ``sleep`` is injectable so failure-path tests
-    do not sleep through real backoff.
+    calls); without it a collection is one call. ``grace`` is how much longer the runner waits.
+    ``sleep`` is injectable so failure-path tests do not sleep through real backoff.
     """
 
     timeout: float = 10.0

@@ -16,7 +16,8 @@ COMMANDS = {
     "demo": ("regwatch.commands.demo:demo", "A throwaway real registry with traffic, watched by serve."),
     "probe": ("regwatch.commands.probe:probe", "Pull an image once and print how long each phase took."),
     "drill": ("regwatch.commands.drill:drill", "DR drill: back up, restore and verify images; report and metrics."),
-    "generate": ("regwatch.commands.generate:generate", "Write the alert rules (alerts) or Grafana dashboards (dashboards)."),
+    "generate": ("regwatch.commands.generate:generate",
+                 "Write the alert rules (alerts) or Grafana dashboards (dashboards)."),
 }
 
 

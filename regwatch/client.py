@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -117,10 +117,8 @@ class _Guard:
         self.expired = True
         sock = getattr(self.conn, "sock", None)
         if sock is not None:
-            try:
+            with suppress(OSError):  # closed already: the deadline only needs it cut
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def finish(self) -> None:
         self.done = True
@@ -579,12 +577,13 @@ class RegistryClient:
         for _ in range(_MAX_REDIRECTS + 1):
             sent = {**extra, **self._auth_headers(url, scope, preemptive_basic)}
             resp = self._send(method, url, sent, data=data, params=params, timeout=timeout)
-            if resp.status_code == 401 and self.auth.same_origin(url) and not (preemptive_basic and "Authorization" in sent):
-                if self.auth.answer(url, resp.headers.get("WWW-Authenticate", ""), "Authorization" in sent):
-                    retry = {**extra, **self._auth_headers(url, scope, preemptive_basic)}
-                    if "Authorization" in retry:
-                        _discard(resp)
-                        resp = self._send(method, url, retry, data=data, params=params, timeout=timeout)
+            challenged = resp.status_code == 401 and self.auth.same_origin(url) \
+                and not (preemptive_basic and "Authorization" in sent)
+            if challenged and self.auth.answer(url, resp.headers.get("WWW-Authenticate", ""), "Authorization" in sent):
+                retry = {**extra, **self._auth_headers(url, scope, preemptive_basic)}
+                if "Authorization" in retry:
+                    _discard(resp)
+                    resp = self._send(method, url, retry, data=data, params=params, timeout=timeout)
             if follow_redirects and method in ("GET", "HEAD") and resp.status_code in _REDIRECTS \
                     and resp.headers.get("Location"):
                 location = urljoin(url, resp.headers["Location"])
@@ -616,9 +615,8 @@ class RegistryClient:
     def _status_failure(self, resp: requests.Response, method: str, url: str, body: bytes) -> RegistryError:
         what = self._describe(method, url)
         status = resp.status_code
-        if status in (401, 403) and self.auth.same_origin(url):
-            if status == 401 or self.credentials.anonymous:
-                return self.auth.rejected(status, what) if status == 401 else status_error(status, what, body)
+        if status in (401, 403) and self.auth.same_origin(url) and (status == 401 or self.credentials.anonymous):
+            return self.auth.rejected(status, what) if status == 401 else status_error(status, what, body)
         if status == 429:
             after = retry_after_seconds(resp.headers.get("Retry-After"))
             rl = parse_ratelimit(resp.headers)

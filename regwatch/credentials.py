@@ -219,8 +219,9 @@ def _from_helper(helper: str, key: str, host: str, path: Path, env: Mapping[str,
         raise CredentialsError(f"the docker config {path} sends {host} to the credential helper {program}, which "
                                "is not installed (not on PATH); install it or remove the entry")
     try:
-        proc = subprocess.run([found, "get"], input=key.encode(), capture_output=True, timeout=_HELPER_TIMEOUT,
-                              env=dict(env) if env is not None else None, check=False)
+        proc = subprocess.run(  # noqa: S603 - the helper the docker config names: a plain name found on PATH, no shell
+            [found, "get"], input=key.encode(), capture_output=True, timeout=_HELPER_TIMEOUT,
+            env=dict(env) if env is not None else None, check=False)
     except subprocess.TimeoutExpired:
         raise CredentialsError(f"the credential helper {program} did not answer within {_HELPER_TIMEOUT:g}s for "
                                f"{host}") from None

@@ -144,7 +144,8 @@ def make_traffic(demo: Demo, rng: random.Random, good_pulls: int, bad_logins: in
             pull(client, repo, rng.choice(tags))
             demo.traffic.pulls += 1
     for _ in range(bad_logins):
-        with RegistryClient(url, username=BOT_USER, password="expired-token", retries=0) as client:
+        with RegistryClient(url, username=BOT_USER, retries=0,
+                            password="expired-token") as client:  # noqa: S106 - wrong on purpose: a failed login
             try:
                 client.ping()
             except RegistryError:
@@ -169,7 +170,7 @@ def settle(demo: Demo, timeout: float = 15.0) -> None:
     less than the demo did.
     """
     def snapshot() -> tuple[int, object]:
-        with urllib.request.urlopen(f"{demo.cache.debug_url}/debug/vars", timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"{demo.cache.debug_url}/debug/vars", timeout=5) as resp:  # noqa: S310 - our own cache
             counters = json.loads(resp.read(1 << 20)).get("registry", {}).get("proxy")  # not memstats: they always move
         return demo.registry.log_path.stat().st_size, counters
 
@@ -193,7 +194,7 @@ def start(listen: str | None = None, echo: Callable[[str], None] = print) -> Dem
 
 
 def _start(workdir: Path, listen: str | None, echo: Callable[[str], None]) -> Demo:
-    rng = random.Random(42)
+    rng = random.Random(42)  # noqa: S311 - a reproducible demo (traffic, seed data), nothing secret
     passwords = {DEMO_USER: secrets.token_urlsafe(12), MONITOR_USER: secrets.token_urlsafe(12)}
     echo(f"Starting a real Docker Distribution registry in {workdir} ...")
     started: list[LocalRegistry] = []
@@ -462,7 +463,8 @@ def run(listen: str | None, duration: float | None, echo: Callable[[str], None],
         wrote = write_starter_config(starter) if starter is not None else False
         report(demo, exposition, ready, time.monotonic() - started, starter, wrote, echo)
         # Only now: traffic from here on is for the rates, after the printed numbers.
-        traffic = threading.Thread(target=run_traffic_loop, args=(demo, random.Random(7)), daemon=True)
+        rng = random.Random(7)  # noqa: S311 - which demo image to pull next, nothing secret
+        traffic = threading.Thread(target=run_traffic_loop, args=(demo, rng), daemon=True)
         traffic.start()
         if duration is None:
             threading.Event().wait()

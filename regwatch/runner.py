@@ -11,6 +11,7 @@ bytes, and ``/metrics`` serves those bytes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import platform
@@ -100,10 +101,8 @@ class Runner:
             thread.join(max(0.0, deadline - time.monotonic()))
         contexts = {id(job.context): job.context for job in self.jobs if job.context is not None}
         for closer in [job.collector.close for job in self.jobs] + [c.close for c in contexts.values()]:
-            try:
+            with contextlib.suppress(Exception):  # any error: closing one collector must not stop the shutdown
                 closer()
-            except Exception:  # noqa: BLE001 - closing must not stop the shutdown
-                pass
 
     def reload_failed(self) -> None:
         """A config reload failed: this runner's config stays in force, and the metrics say so."""

@@ -24,6 +24,7 @@ Every HTTP client is untrusted, so connections are bounded in time, in count and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import html
 import http.client
@@ -49,7 +50,8 @@ log = logging.getLogger("regwatch.server")
 
 TEXT = "text/plain; charset=utf-8"
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable", 505: "HTTP Version Not Supported"}
+            431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+            505: "HTTP Version Not Supported"}
 _MAX_HEADER_LINES = 100
 _WRITE_CHUNK = 256 * 1024
 _ACCEPTS_PER_WAKEUP = 16  # a flood of connections cannot starve the responses already under way
@@ -129,10 +131,8 @@ class MetricsServer:
         """Close the listening socket and every connection; returns within about ``timeout``."""
         if self._thread.is_alive():
             future = asyncio.run_coroutine_threadsafe(self._close_all(), self._loop)
-            try:
+            with contextlib.suppress(Exception):  # any error: stopping must not fail; the thread is a daemon
                 future.result(timeout)
-            except Exception:  # noqa: BLE001 - stopping must not fail; the thread is a daemon
-                pass
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
         if not self._thread.is_alive():

@@ -112,7 +112,7 @@ class ServeProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             regwatch_cmd("serve", "--config", str(config), "--listen", f"127.0.0.1:{self.port}", *extra),
             stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},

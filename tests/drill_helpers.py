@@ -62,8 +62,8 @@ def push_referrers_tag(client: RegistryClient, repo: str, subject_digest: str, s
 
 
 def populate(client: RegistryClient) -> dict[str, str]:
-    """app:1.0 (single-arch), its cosign signature tag, an OCI referrers-tag-schema attestation, multi:latest (amd64+arm64 index) sharing the base
-    layer. Returns {"repo:tag": manifest digest}."""
+    """app:1.0 (single-arch), its cosign signature tag, an OCI referrers-tag-schema attestation, multi:latest
+    (amd64+arm64 index) sharing the base layer. Returns {"repo:tag": manifest digest}."""
     app = build_image([BASE, {"app/bin": os.urandom(4096)}])
     amd = build_image([BASE, {"amd": os.urandom(3000)}], architecture="amd64")
     arm = build_image([BASE, {"arm": os.urandom(3000)}], architecture="arm64")

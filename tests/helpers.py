@@ -1,18 +1,22 @@
-"""What several test modules share: a test PKI, TLS contexts for fake servers, sample readers.
+"""What several test modules share: a test PKI, TLS contexts for fake servers, exposition sample
+readers, and the dashboards' variable substitution.
 
-Test modules import from here (and from tests/conftest.py fixtures), never from each other.
+Test modules import from here (and from tests/conftest.py fixtures, and the domain kits beside it:
+harbor_support, probe_support, proxycache_model, logsamples, dockerfile), never from each other.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 import ssl
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prometheus_client.parser import text_string_to_metric_families
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -64,3 +68,33 @@ def server_context(pki: PKI, name: str = "server") -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context
+
+
+# --------------------------------------------------------------------------- exposition readers
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of an exposition text: (name, sorted label pairs) -> value."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    """The sample ``name`` with exactly ``labels`` in an exposition text; None if it is absent."""
+    return samples(text).get((name, tuple(sorted(labels.items()))))
+
+
+# --------------------------------------------------------------------------- dashboards
+
+# The dashboard variables a query may use, with values that select everything.
+SUBSTITUTE = {"$job": ".+", "$target": ".+", "$__rate_interval": "1m"}
+
+
+def substitute(expr: str) -> str:
+    """A panel query as Prometheus runs it with every variable on "All"."""
+    for var, fill in SUBSTITUTE.items():
+        expr = expr.replace(var, fill)
+    assert "$" not in re.sub(r"\{\{.*?\}\}", "", expr), f"unsubstituted variable in {expr!r}"
+    return expr

@@ -12,6 +12,7 @@ It counts the requests it forwarded per URL kind, so a test can predict what the
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import threading
@@ -103,10 +104,8 @@ class DelayProxy:
         except OSError:
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):  # the peer is gone already
                 upstream.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
 
     def _send_shaped(self, client: socket.socket, data: bytes, state: dict) -> None:
         if not self.rate:
@@ -161,8 +160,6 @@ class DelayProxy:
         finally:
             # shutdown, not just close: the other direction's thread may still be blocked in recv on these.
             for sock in (client, upstream):
-                try:
+                with contextlib.suppress(OSError):  # the peer is gone already
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()

@@ -69,7 +69,7 @@ class PipedRegistry:
     def reopen(self) -> None:
         with self._lock:
             self._handle.close()
-            self._handle = open(self.log_path, "ab")  # noqa: SIM115
+            self._handle = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
 
     def copytruncate(self, copy: str) -> None:
         with self._lock:

@@ -122,7 +122,7 @@ def harbor_core_lines(sender: Sender) -> list[str]:
         lines.append(f"{ts} [DEBUG] [/server/middleware/log/log.go:31]: attach request id constant-id {MARKED}")
     sender.count("harbor", "attempts", 1000)
     sender.count("harbor", "bad_credentials", 1000)
-    for i in range(5):  # a robot login with the wrong secret: robot.go, robot2.go and basic_auth.go log it
+    for _ in range(5):  # a robot login with the wrong secret: robot.go, robot2.go and basic_auth.go log it
         for n, file in enumerate(("robot.go", "robot2.go")):
             lines.append(f'{ts} [ERROR] [/server/middleware/security/{file}:{47 + n}][requestID="constant-id"]: '
                          "failed to authenticate robot account: robot$proj+ci")

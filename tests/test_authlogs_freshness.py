@@ -13,7 +13,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_logs_parsers import TEXT_ANON, TEXT_BAD, TEXT_GOOD
+from tests.logsamples import TEXT_ANON, TEXT_BAD, TEXT_GOOD
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +65,9 @@ def test_counters_fresh_within_2s_and_exact_after_a_million_lines(tmp_path, writ
     last = (0.0, 0.0, 0.0, 0.0)
     while True:
         seen = counters(proc)
-        assert all(now >= before for now, before in zip(seen, last)), f"a counter went back: {last} -> {seen}"
-        assert all(now <= limit for now, limit in zip(seen, truth)), f"above the truth: {seen} > {truth}"
+        assert all(now >= before for now, before in zip(seen, last, strict=True)), \
+            f"a counter went back: {last} -> {seen}"
+        assert all(now <= limit for now, limit in zip(seen, truth, strict=True)), f"above the truth: {seen} > {truth}"
         last = seen
         if seen[3] == truth[3] or time.monotonic() > deadline:
             break

@@ -14,7 +14,7 @@ import tracemalloc
 
 from regwatch.collectors.authlogs import AuthLogCollector
 from regwatch.config import AuthLogConfig
-from tests.test_logs_parsers import TEXT_BAD, TEXT_GOOD
+from tests.logsamples import TEXT_BAD, TEXT_GOOD
 
 
 def sample(collector: AuthLogCollector, name: str, **labels: str) -> float:

@@ -52,9 +52,9 @@ def test_manifest_get_and_head_with_index(registry_client):
 
 
 def test_wrong_password_is_auth_failed_without_the_password(registry):
-    with RegistryClient(registry.url, name="hub", username="alice", password="wrong-hunter2") as client:
-        with pytest.raises(AuthFailed) as info:
-            client.ping()
+    with RegistryClient(registry.url, name="hub", username="alice", password="wrong-hunter2") as client, \
+            pytest.raises(AuthFailed) as info:
+        client.ping()
     assert "hub" in str(info.value) and "alice" in str(info.value)
     assert "wrong-hunter2" not in str(info.value)
 
@@ -90,9 +90,10 @@ def test_bearer_token_auth_and_caching(token_registry):
 
 def test_bearer_token_wrong_password(token_registry):
     reg, server = token_registry
-    with RegistryClient(reg.url, name="tok", username="bob", password="nope-hunter2") as client:
-        with pytest.raises(AuthFailed) as info:
-            client.ping()
-    assert str(info.value) == (f"target tok: the token server http://127.0.0.1:{server.httpd.server_address[1]} rejected user bob (from the caller) "
+    with RegistryClient(reg.url, name="tok", username="bob", password="nope-hunter2") as client, \
+            pytest.raises(AuthFailed) as info:
+        client.ping()
+    token_server = f"http://127.0.0.1:{server.httpd.server_address[1]}"
+    assert str(info.value) == (f"target tok: the token server {token_server} rejected user bob (from the caller) "
                                "(HTTP 401); check the username and password (or token)")
     assert server.requests[-1] == {"user": "bob", "ok": False}

@@ -23,6 +23,7 @@ from regwatch.generate.options import (
     PULL_LATENCY_QUANTILE,
     AlertOptions,
 )
+from tests.helpers import substitute
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "dashboards"
@@ -197,22 +198,10 @@ def test_probe_phases_are_stacked_without_double_counting_the_first_byte():
     assert 'phase!="blob_first_byte"' in phases["targets"][0]["expr"]
 
 
-# The dashboard variables a query may use, with values that select everything.
-SUBSTITUTE = {"$job": ".+", "$target": ".+", "$__rate_interval": "1m"}
-
-
-def substitute(expr: str) -> str:
-    """A panel query as Prometheus runs it with every variable on "All"."""
-    for var, value in SUBSTITUTE.items():
-        expr = expr.replace(var, value)
-    assert "$" not in re.sub(r"\{\{.*?\}\}", "", expr), f"unsubstituted variable in {expr!r}"
-    return expr
-
-
 def test_every_query_parses_with_promtool(tmp_path):
     rules = []
     for data in dashboards.render_all("provisioning").values():
-        for uid, title, expr in dashboards.panel_queries(data):
+        for _uid, _title, expr in dashboards.panel_queries(data):
             rules.append({"record": f"check:{len(rules)}", "expr": substitute(expr)})
     (tmp_path / "queries.yml").write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}))
     run = subprocess.run(["promtool", "check", "rules", "queries.yml"], cwd=tmp_path, capture_output=True, text=True)

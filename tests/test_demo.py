@@ -99,11 +99,13 @@ def test_demo_tells_what_metrics_say_its_commands_work_and_it_cleans_up(tmp_path
         assert [re.search(r" (probe|drill|generate) ", c).group(1) for c in commands] == ["probe", "drill", "generate"]
         results = [subprocess.run(["bash", "-c", c], capture_output=True, text=True, timeout=120, cwd=tmp_path)
                    for c in commands]
-        for command, result in zip(commands, results):
+        for command, result in zip(commands, results, strict=True):
             assert result.returncode == 0, (command, result.stdout, result.stderr)
         assert results[0].stdout.rstrip().endswith("OK")
-        assert re.search(r"^backup \+ verify passed: 7 images, 7 ok; report: ", results[1].stdout, re.M), results[1].stdout
-        assert (workdir / "drill-store" / "report.json").is_file() and (workdir / "drill-store" / "report.html").is_file()
+        assert re.search(r"^backup \+ verify passed: 7 images, 7 ok; report: ", results[1].stdout, re.M), \
+            results[1].stdout
+        drill_store = workdir / "drill-store"
+        assert (drill_store / "report.json").is_file() and (drill_store / "report.html").is_file()
         assert (workdir / "alerts" / "regwatch.rules.yml").is_file()
 
         # The starter config is where it says, and loads once written.

@@ -27,7 +27,7 @@ from regwatch.config import parse_config
 from regwatch.images import build_image, push_image
 from regwatch.localregistry import LocalRegistry
 from tests.fakes.distribution3 import Distribution3, populated_cache, write_storage
-from tests.test_proxycache import Model
+from tests.proxycache_model import Model
 
 pytestmark = pytest.mark.servers   # every test here starts a registry or the fake
 

@@ -86,11 +86,11 @@ def test_a_prune_killed_at_any_point_leaves_kept_generations_complete(two_genera
         calls = {"n": 0}
         real_unlink = Path.unlink
 
-        def dying_unlink(self, missing_ok=False, _calls=calls):
-            if _calls["n"] == stop_after:
+        def dying_unlink(self, missing_ok=False, _calls=calls, _stop_after=stop_after, _real_unlink=real_unlink):
+            if _calls["n"] == _stop_after:
                 raise KeyboardInterrupt("killed")  # the process dies here: nothing after this runs
             _calls["n"] += 1
-            return real_unlink(self, missing_ok=missing_ok)
+            return _real_unlink(self, missing_ok=missing_ok)
 
         monkeypatch.setattr(Path, "unlink", dying_unlink)
         try:

@@ -87,7 +87,8 @@ def test_malformed_manifests_are_per_image_failures_and_the_report_is_written(tm
     assert failed["bad:strings"] == (f"backup failed: manifests of {d['strings']}[0] is str, not a descriptor "
                                      "object")
     assert failed["bad:layers5"] == f"backup failed: layers of {d['layers5']} is int, not a list of descriptors"
-    assert failed["bad:nodigest"] == f"backup failed: manifests of {d['nodigest']}[0]: digest missing is not a valid digest"
+    assert failed["bad:nodigest"] == (f"backup failed: manifests of {d['nodigest']}[0]: digest missing is not a "
+                                      "valid digest")
     assert failed["bad:nosize"] == (f"backup failed: layers of {d['nosize']}[0] (sha256:{HEX}) has no size (a "
                                     "descriptor must say how many bytes to fetch)")
     assert failed["bad:deep"].startswith("backup failed: indexes nested deeper than 4 levels (at sha256:")

@@ -31,7 +31,7 @@ def test_retry_after_date_and_falling_remaining_are_honoured(make_registry, tmp_
         retry_at = email.utils.parsedate_to_datetime(dict(seen[i]["reply"])["Retry-After"]).timestamp()
         assert i + 1 < len(seen) and seen[i + 1]["time"] >= retry_at, (i, seen[i + 1]["time"] - retry_at)
     spent = 0
-    for before, after in zip(seen, seen[1:]):
+    for before, after in zip(seen, seen[1:], strict=False):  # consecutive pairs
         headers = dict(before.get("reply") or [])
         remaining = int(headers.get("RateLimit-Remaining", "99;").split(";")[0])
         # spent (0): nothing goes out until the window resets (RateLimit-Reset has whole seconds)

@@ -43,7 +43,8 @@ def test_pushgateway_textfile_and_serve(make_registry, tmp_path, write_config, s
     assert len(success) == 1 and label in success[0] and success[0].endswith(" 1")
     images_ok = [line for line in _metric_lines(pushed, "regwatch_drill_images") if 'result="ok"' in line]
     assert images_ok and images_ok[0].endswith(f" {len(expected)}")
-    phases = {line.split('phase="')[1].split('"')[0] for line in _metric_lines(pushed, "regwatch_drill_duration_seconds")}
+    durations = _metric_lines(pushed, "regwatch_drill_duration_seconds")
+    phases = {line.split('phase="')[1].split('"')[0] for line in durations}
     assert phases == {"backup", "restore", "verify"}
 
     textfile = tmp_path / "tf" / "regwatch_drill.prom"  # drill.textfile_dir from the config

@@ -1,5 +1,5 @@
 """--ca-file and --insecure for registries given by URL: a real docker-registry serving TLS with a
-certificate from a private CA (the PKI of tests/test_probe_tls.py)."""
+certificate from a private CA (the test PKI of tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 from regwatch.client import RegistryClient
 from regwatch.images import build_image, push_image
 from tests.drill_helpers import run_drill
-from tests.test_probe_tls import PKI
+from tests.helpers import PKI
 
 
 def test_private_ca_registry_by_url(tmp_path, make_registry, write_config):

@@ -27,8 +27,8 @@ from regwatch.generate.options import AlertOptions
 from regwatch.images import build_image, push_image
 from regwatch.localregistry import LocalRegistry
 from tests.conftest import ServeProcess, regwatch_cmd
+from tests.helpers import substitute
 from tests.promserver import PrometheusServer
-from tests.test_dashboards import substitute
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting the tmpfs the test fills needs root")
 

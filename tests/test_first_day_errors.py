@@ -73,7 +73,7 @@ def world(tmp_path, make_registry):
     ca = {"tls": {"ca_file": str(pki.ca_file)}}
     secret = tmp_path / "wrong-pw"
     secret.write_text("not-alices-password")
-    hp = lambda url: url.split("//")[1]  # noqa: E731
+    hp = lambda url: url.split("//")[1]  # noqa: E731 - a one-liner used in the table below
     cases = {
         "dns": ({"url": "http://registry.invalid:5000"},
                 f"GET /v2/: cannot resolve registry.invalid: {dns_error}; check the host name in the URL and this "
@@ -87,7 +87,8 @@ def world(tmp_path, make_registry):
                   "the registry's (or its proxy's) logs"),
         "unknown-ca": ({"url": tls_good.url},
                        f"GET /v2/: TLS to {hp(tls_good.url)}: unable to get local issuer certificate; the certificate "
-                       "is not signed by a CA regwatch trusts; set tls.ca_file (or --ca-file) to the CA that signed it"),
+                       "is not signed by a CA regwatch trusts; set tls.ca_file (or --ca-file) to the CA that signed "
+                       "it"),
         "expired": ({"url": tls_expired.url, **ca},
                     f"GET /v2/: TLS to {hp(tls_expired.url)}: certificate has expired; renew the registry's "
                     "certificate (or, if it is valid, fix this machine's clock)"),

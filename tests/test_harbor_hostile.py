@@ -19,7 +19,7 @@ from regwatch.collectors import build_jobs
 from regwatch.config import parse_config
 from regwatch.runner import Runner, wait_until
 from tests.fakes.harbor import FakeHarbor
-from tests.test_harbor import Scrape, target_for
+from tests.harbor_support import Scrape, target_for
 
 HINT = "as Harbor's API sends; is url a Harbor (and not a proxy or another server)?"
 

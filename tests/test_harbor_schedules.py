@@ -16,7 +16,7 @@ import yaml
 
 from tests.fakes.harbor import T0, FakeHarbor
 from tests.promserver import PrometheusServer
-from tests.test_harbor import Scrape, target_for
+from tests.harbor_support import Scrape, target_for
 
 HOUR, DAY = 3600.0, 86400.0
 

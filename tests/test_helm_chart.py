@@ -219,7 +219,7 @@ def test_secrets_are_only_referenced_and_every_secret_file_is_a_mounted_secret()
             continue
         volumes = {v["name"]: v for v in spec["volumes"]}
         mounts = spec["containers"][0]["volumeMounts"]
-        for path, ref in zip(files, refs):
+        for path, ref in zip(files, refs, strict=True):
             mount = next(m for m in mounts if path.startswith(m["mountPath"] + "/"))
             assert volumes[mount["name"]]["secret"]["secretName"] == ref["name"], where
             assert path == f"{mount['mountPath']}/{ref['key']}", where

@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from regwatch.images import build_image, push_image
 from regwatch.localregistry import free_port, wait_for_port
 from tests.conftest import REPO_ROOT
+from tests.dockerfile import image_entrypoint
 from tests.fakes.kubeapi import render
-from tests.test_helm_dockerfile import image_entrypoint
 
 # Every render is a Helm install against a fake Kubernetes API server the test starts.
 pytestmark = pytest.mark.servers
@@ -86,7 +86,7 @@ class Pod:
         return f"http://127.0.0.1:{port}{get['path']}"
 
     def start(self) -> Pod:
-        self.log = open(self.root / "pod.log", "ab")  # noqa: SIM115
+        self.log = open(self.root / "pod.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      cwd=self.root)
         assert wait_for_port("127.0.0.1", self.port, 20, self.proc), (self.root / "pod.log").read_text()

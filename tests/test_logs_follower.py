@@ -73,7 +73,7 @@ class World:
     def reopen(self) -> None:
         self.complete_partial()  # a daemon finishes its line before it reopens
         self.handle.close()
-        self.handle = open(self.path, "ab")  # noqa: SIM115
+        self.handle = open(self.path, "ab")  # noqa: SIM115 - the writer's descriptor, like a daemon's
         self.detached = False
 
     def copytruncate(self) -> None:

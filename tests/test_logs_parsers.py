@@ -1,8 +1,8 @@
 """Parsers on real log lines: what is an attempt, a failure, a challenge, per format.
 
-Distribution samples were captured from the real docker-registry 2.8.2 (Debian) with
-htpasswd auth, text and JSON formatters: a good pull, a wrong password, and an anonymous
-request. Harbor and token samples are lines quoted in public issues (see
+Distribution samples (tests/logsamples.py) were captured from the real docker-registry 2.8.2
+(Debian) with htpasswd auth, text and JSON formatters: a good pull, a wrong password, and an
+anonymous request. Harbor and token samples are lines quoted in public issues (see
 /work/shared/research/authlogs-anchors.md for their provenance).
 """
 
@@ -15,26 +15,9 @@ import pytest
 
 from regwatch.logs.parsers import (ATTEMPT, CHALLENGE, FAILURE, Parser, Tally, parse_distribution,
                                    parse_harbor_core, parse_harbor_proxy, parse_nginx, sniff)
+from tests.logsamples import JSON_LINES, TEXT_ANON, TEXT_BAD, TEXT_GOOD
 
 # fmt: off
-TEXT_GOOD = 'time="2026-11-23T02:50:01.414621958Z" level=info msg="authorized request" go.version=go1.19.8 http.request.host="127.0.0.1:44603" http.request.id=4720cdf6-3261-4d54-a42c-33d8be4c50d9 http.request.method=GET http.request.remoteaddr="127.0.0.1:50924" http.request.uri=/v2/lib/nope/manifests/v1 http.request.useragent=python-requests/2.34.2 vars.name=lib/nope vars.reference=v1'
-TEXT_BAD = [
-    'time="2026-11-23T02:50:00.195986197Z" level=error msg="error authenticating user \\"alice\\": authentication failure" go.version=go1.19.8 http.request.host="127.0.0.1:44603" http.request.id=94c9a6c9-f22d-40c1-a947-a2c85dfbff3a http.request.method=GET http.request.remoteaddr="127.0.0.1:41910" http.request.uri=/v2/lib/app/manifests/v1 http.request.useragent=python-requests/2.34.2 vars.name=lib/app vars.reference=v1',
-    'time="2026-11-23T02:50:00.196076066Z" level=warning msg="error authorizing context: basic authentication challenge for realm \\"regwatch\\": authentication failure" go.version=go1.19.8 http.request.host="127.0.0.1:44603" http.request.id=94c9a6c9-f22d-40c1-a947-a2c85dfbff3a http.request.method=GET http.request.remoteaddr="127.0.0.1:41910" http.request.uri=/v2/lib/app/manifests/v1 http.request.useragent=python-requests/2.34.2 vars.name=lib/app vars.reference=v1',
-    '127.0.0.1 - - [23/Nov/2026:02:50:00 +0000] "GET /v2/lib/app/manifests/v1 HTTP/1.1" 401 150 "" "python-requests/2.34.2"',
-    ]
-TEXT_ANON = [
-    'time="2026-11-23T02:50:00.804080277Z" level=warning msg="error authorizing context: basic authentication challenge for realm \\"regwatch\\": invalid authorization credential" go.version=go1.19.8 http.request.host="127.0.0.1:44603" http.request.id=b981bcfe-b864-4edc-9023-79a0cde998d3 http.request.method=GET http.request.remoteaddr="127.0.0.1:41914" http.request.uri=/v2/lib/app/manifests/v1 http.request.useragent=python-requests/2.34.2 vars.name=lib/app vars.reference=v1',
-    '127.0.0.1 - - [23/Nov/2026:02:50:00 +0000] "GET /v2/lib/app/manifests/v1 HTTP/1.1" 401 150 "" "python-requests/2.34.2"',
-    ]
-JSON_LINES = [
-    '{"go.version":"go1.19.8","http.request.host":"127.0.0.1:45611","http.request.id":"903a3273-c46b-49d6-8666-9dec70baf545","http.request.method":"GET","http.request.remoteaddr":"127.0.0.1:37242","http.request.uri":"/v2/lib/app/manifests/v1","http.request.useragent":"python-requests/2.34.2","level":"info","msg":"authorized request","time":"2026-11-23T02:51:54.639366211Z","vars.name":"lib/app","vars.reference":"v1"}',
-    '{"auth.user.name":"alice","err.code":"manifest unknown","err.message":"OCI manifest found, but accept header does not support OCI manifests","go.version":"go1.19.8","http.request.host":"127.0.0.1:45611","http.request.id":"903a3273-c46b-49d6-8666-9dec70baf545","http.request.method":"GET","http.request.remoteaddr":"127.0.0.1:37242","http.request.uri":"/v2/lib/app/manifests/v1","http.request.useragent":"python-requests/2.34.2","http.response.contenttype":"application/json; charset=utf-8","http.response.duration":"2.069895ms","http.response.status":404,"http.response.written":122,"level":"error","msg":"response completed with error","time":"2026-11-23T02:51:54.639812155Z","vars.name":"lib/app","vars.reference":"v1"}',
-    '127.0.0.1 - - [23/Nov/2026:02:51:54 +0000] "GET /v2/lib/app/manifests/v1 HTTP/1.1" 404 122 "" "python-requests/2.34.2"',
-    '{"go.version":"go1.19.8","http.request.host":"127.0.0.1:45611","http.request.id":"c1c284cd-469a-4e8a-9e54-dd5a09b2b992","http.request.method":"GET","http.request.remoteaddr":"127.0.0.1:37258","http.request.uri":"/v2/lib/app/manifests/v1","http.request.useragent":"python-requests/2.34.2","level":"error","msg":"error authenticating user \\"alice\\": authentication failure","time":"2026-11-23T02:51:54.943670938Z","vars.name":"lib/app","vars.reference":"v1"}',
-    '{"go.version":"go1.19.8","http.request.host":"127.0.0.1:45611","http.request.id":"c1c284cd-469a-4e8a-9e54-dd5a09b2b992","http.request.method":"GET","http.request.remoteaddr":"127.0.0.1:37258","http.request.uri":"/v2/lib/app/manifests/v1","http.request.useragent":"python-requests/2.34.2","level":"warning","msg":"error authorizing context: basic authentication challenge for realm \\"regwatch\\": authentication failure","time":"2026-11-23T02:51:54.943737221Z","vars.name":"lib/app","vars.reference":"v1"}',
-    '127.0.0.1 - - [23/Nov/2026:02:51:54 +0000] "GET /v2/lib/app/manifests/v1 HTTP/1.1" 401 150 "" "python-requests/2.34.2"',
-    ]
 # v3.1+ (derived from the source's format: no 2.8 capture exists), and token-auth WARN lines.
 V3_USER_LINE = ('time="2025-01-01T00:00:00Z" level=info msg="user failed to authenticate" '
                 'error="crypto/bcrypt: hashedPassword is not the hash of the given password" '
@@ -46,8 +29,9 @@ TOKEN_REQUIRED = ('time="2024-04-14T20:10:05.574098818Z" level=warning msg="erro
                   'token required" go.version=go1.20.8 http.request.host=docker.MYDOMAIN.TLD '
                   'http.request.id=673dae2a-0000 http.request.method=GET http.request.remoteaddr=10.89.0.66 '
                   'http.request.uri="/v2/" http.request.useragent="containers/5.29.2 (github.com/containers/image)"')
-HARBOR_BASIC = ('2022-07-06T06:53:45Z [ERROR] [/server/middleware/security/basic_auth.go:72][client IP="192.168.122.123" '
-                'requestID="2466ffd6-aaaa" user agent="Go-http-client/1.1"]: failed to authenticate user:testt, '
+HARBOR_BASIC = ('2022-07-06T06:53:45Z [ERROR] [/server/middleware/security/basic_auth.go:72]'
+                '[client IP="192.168.122.123" requestID="2466ffd6-aaaa" user agent="Go-http-client/1.1"]: '
+                'failed to authenticate user:testt, '
                 "error:Failed to authenticate user, due to error 'Invalid credentials'")
 HARBOR_SYSLOG = ('Feb 27 10:26:40 172.20.0.1 core[1682]: 2023-02-27T02:26:40Z [ERROR] '
                  '[/server/middleware/security/basic_auth.go:41][requestID="ac22b544-bbbb"]: failed to authenticate '
@@ -60,8 +44,8 @@ HARBOR_LDAP = [
     'requestID="cccc-1" user agent="docker/19.03.11"]: failed to authenticate user:USER error:Failed to authenticate '
     "user, due to error 'LDAP Result Code 49 \"Invalid Credentials\"'",
 ]
-HARBOR_ROBOT = ('2021-12-01T00:00:00Z [ERROR] [/server/middleware/security/robot2.go:47][requestID="dddd-1"]: failed to '
-                'authenticate robot account: robot-backend')
+HARBOR_ROBOT = ('2021-12-01T00:00:00Z [ERROR] [/server/middleware/security/robot2.go:47][requestID="dddd-1"]: '
+                'failed to authenticate robot account: robot-backend')
 HARBOR_PROXY = [
     '172.16.99.6 - "HEAD /v2/hotpotcat/perm-check/blobs/sha256:17ee HTTP/1.1" 401 0 "-" "docker/28.4.0" 0.003 0.003 .',
     '[03/Sep/2021:08:41:05 +0000]:127.0.0.6 - "GET /service/token?account=bob&service=harbor-registry HTTP/1.1" 401 '
@@ -142,7 +126,7 @@ def test_harbor_robot_login_logged_three_times_counts_once():
     block = robot_chain("robot$proj+ci", "r-1", 1) + robot_chain("robot$proj+ci", "r-2", 2, files=("robot2.go",))
     # two requests of the same robot interleaved, with one client-chosen request id for both
     first, second = robot_chain("robot$proj+ci", "same", 3), robot_chain("robot$proj+ci", "same", 3)
-    block += [line for pair in zip(first, second) for line in pair]
+    block += [line for pair in zip(first, second, strict=True) for line in pair]
     tally = Tally()
     Parser("harbor-core").feed(("\n".join(block) + "\n").encode(), tally)
     assert dict(tally.failures) == {"bad_credentials": 4}

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from regwatch.logs.stream import FileStream
-from tests.test_logs_parsers import TEXT_BAD, TEXT_GOOD
+from tests.logsamples import TEXT_BAD, TEXT_GOOD
 
 
 def write(path, good: int, bad: int) -> None:

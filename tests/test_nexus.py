@@ -16,7 +16,7 @@ from regwatch.config import parse_config
 from regwatch.images import build_image, push_image
 from regwatch.runner import Runner
 from tests.fakes.nexus import FakeNexus
-from tests.test_serve import samples, value
+from tests.helpers import samples, value
 
 @pytest.fixture
 def nexus():

@@ -9,10 +9,8 @@ real registry and the probe.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from regwatch.credentials import Credentials
 from regwatch.client import RegistryClient
@@ -22,42 +20,9 @@ from regwatch.config import parse_config
 from regwatch.images import build_image, build_index, push_image, push_index
 from regwatch.probes import Prober, ProbeSpec
 from regwatch.runner import wait_until
+from tests.probe_support import make_collector, run, value
 from tests.probeproxy import DelayProxy
 from tests.tokenserver import TokenServer
-
-
-class _Families:
-    def __init__(self, families):
-        self.families = families
-
-    def collect(self):
-        return self.families
-
-
-def run(collector: ProbeCollector) -> CollectorRegistry:
-    """Run one probe and return a registry holding exactly what it exposed."""
-    registry = CollectorRegistry()
-    registry.register(_Families(list(collector.collect())))
-    return registry
-
-
-def make_collector(tmp_path: Path, url: str, image: str, *, password: str | None = "alice-secret",
-                   tls: dict | None = None, **probe: object) -> ProbeCollector:
-    target: dict = {"name": "hub", "kind": "distribution", "url": url, "probes": [{"image": image, **probe}]}
-    if tls is not None:
-        target["tls"] = tls
-    if password is not None:
-        secret = tmp_path / f"password-{len(password)}-{abs(hash(password))}"
-        secret.write_text(password)
-        target.update(username="alice", password_file=str(secret))
-    config = parse_config({"targets": [target]})
-    jobs = [job for job in build_jobs(config) if isinstance(job.collector, ProbeCollector)]
-    assert len(jobs) == 1
-    return jobs[0].collector
-
-
-def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, {"target": "hub", **labels})
 
 
 @pytest.fixture
@@ -201,7 +166,8 @@ def test_a_damaged_layer_is_caught_in_the_blob_phase(registry, registry_client, 
     push_image(registry_client, "lib/app", "1", image)
     proxy = DelayProxy(registry.port, fault=fault, fault_skip=1)  # the config passes, the layer is damaged
     try:
-        result = Prober().probe(ProbeSpec(proxy.url, "lib/app", "1", credentials=Credentials(username="alice", password="alice-secret")))
+        alice = Credentials(username="alice", password="alice-secret")
+        result = Prober().probe(ProbeSpec(proxy.url, "lib/app", "1", credentials=alice))
         assert (result.success, result.reason, result.failed_phase) == (False, reason, "blob")
         assert proxy.requests["blob"] == 2
     finally:

@@ -60,7 +60,8 @@ def test_injected_latency_moves_each_phase_by_what_it_predicts(delayed_registry)
     push_image(client, "lib/app", "1", build_image([{"a": os.urandom(50_000)}, {"b": os.urandom(50_000)},
                                                     {"c": b"small"}]))
     prober = Prober()
-    spec = ProbeSpec(proxy.url, "lib/app", "1", credentials=Credentials(username="alice", password="alice-secret"), timeout=30)
+    spec = ProbeSpec(proxy.url, "lib/app", "1", credentials=Credentials(username="alice", password="alice-secret"),
+                     timeout=30)
 
     def probe_runs(delay: float):
         proxy.delay = token_proxy.delay = delay
@@ -124,8 +125,8 @@ def test_total_agrees_with_skopeo_copy_of_the_same_image(tmp_path, registry, reg
         prober = Prober()
 
         def regwatch_total(repo: str) -> float:
-            result = prober.probe(ProbeSpec(link.url, repo, "1", credentials=Credentials(username="alice", password="alice-secret"),
-                                            timeout=60))
+            alice = Credentials(username="alice", password="alice-secret")
+            result = prober.probe(ProbeSpec(link.url, repo, "1", credentials=alice, timeout=60))
             assert result.success, result.message
             return result.total_seconds
 

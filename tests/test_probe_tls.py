@@ -15,7 +15,7 @@ from regwatch.client import RegistryClient
 from regwatch.images import build_image, push_image
 from regwatch.probes import Prober, ProbeSpec
 from tests.helpers import PKI
-from tests.test_probe import make_collector, run, value
+from tests.probe_support import make_collector, run, value
 
 @pytest.fixture
 def pki(tmp_path):

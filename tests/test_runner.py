@@ -10,7 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from regwatch.budget import Budget
 from regwatch.collectors import Collector, Job
 from regwatch.runner import Runner
-from tests.test_serve import value
+from tests.helpers import value
 
 
 class Boom(Collector):

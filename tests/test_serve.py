@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 import resource
@@ -17,25 +18,12 @@ import psutil
 import pytest
 import requests
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from regwatch.images import build_image, push_image
 from tests.conftest import log_events
+from tests.helpers import samples, value
 from tests.promserver import PrometheusServer
 
 pytestmark = pytest.mark.servers
-
-
-def samples(text: str) -> dict[tuple[str, tuple], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def value(text: str, name: str, **labels: str) -> float | None:
-    return samples(text).get((name, tuple(sorted(labels.items()))))
 
 
 def target(registry, password_file, **extra) -> dict:
@@ -249,10 +237,8 @@ def open_idle_connections(port: int, count: int) -> list[socket.socket]:
     for i in range(count):
         sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         if i % 2:
-            try:
+            with contextlib.suppress(OSError):  # the server may already have closed it to make room
                 sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: regwatch\r\n")
-            except OSError:
-                pass  # the server may already have closed it to make room
         held.append(sock)
     return held
 

@@ -50,7 +50,7 @@ class Factory:
 _FACTORIES: dict[str, Factory] = {}
 
 
-def job_factory(name: str, *, default_enabled: bool = True, help: str = "") -> Callable:
+def job_factory(name: str, *, default_enabled: bool = True, help: str = "") -> Callable:  # noqa: A002 - like click's help=
     """Register ``fn(config, contexts) -> Iterable[Job]`` under ``name``; ``contexts`` hands out the one
     ``TargetContext`` of each target (``contexts.of_kind("nexus")``, ``contexts[name]``)."""
 

@@ -2,7 +2,7 @@
 
 Example exposition::
 
-    # HELP regwatch_registry_repositories Repositories listed by the registry's _catalog (cached; see regwatch_collector_last_success_timestamp_seconds).
+    # HELP regwatch_registry_repositories Repositories listed by the registry's _catalog (cached; see ...
     # TYPE regwatch_registry_repositories gauge
     regwatch_registry_repositories{target="hub"} 3.0
     # HELP regwatch_registry_tags Tags over all repositories, from tags/list (cached).
@@ -67,9 +67,11 @@ class DistributionCollector(Collector):
                     ["target"], [([name], sum(counts))])
         if self.target.per_repository_metrics:
             yield gauge("regwatch_registry_repository_tags", "Tags per repository (opt-in: per_repository_metrics).",
-                        ["target", "repository"], [([name, repo], count) for repo, count in zip(repos, counts)])
+                        ["target", "repository"],
+                        [([name, repo], count) for repo, count in zip(repos, counts, strict=True)])
         if self.debug_client is not None:
-            yield gauge("regwatch_registry_healthy", "1 if the registry's debug /debug/health reports no failing check.",
+            yield gauge("regwatch_registry_healthy",
+                        "1 if the registry's debug /debug/health reports no failing check.",
                         ["target"], [([name], self._healthy())])
 
     def _healthy(self) -> int:

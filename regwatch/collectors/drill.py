@@ -3,7 +3,7 @@ report.json in ``drill.report_dir`` (the drill itself runs as a separate job, e.
 
 Example exposition::
 
-    # HELP regwatch_drill_success 1 if the last full drill (backup, restore into the destination and verify of the same store, in one run) passed, else 0. Cached: from the last drill's report.
+    # HELP regwatch_drill_success 1 if the last full drill (backup, restore into the destination and verify ...
     # TYPE regwatch_drill_success gauge
     regwatch_drill_success{store="/store"} 1.0
     # HELP regwatch_drill_phase_success 1 if the phase passed the last time it ran (alone or in a drill).

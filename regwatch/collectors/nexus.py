@@ -16,9 +16,9 @@ Three jobs per target, each with its own ``regwatch_collector_success``:
       regwatch_storage_used_ratio{store="default",target="nexus"} 0.12
       regwatch_nexus_blob_store_blobs{store="default",target="nexus"} 4242.0
       regwatch_nexus_repositories{repository_type="hosted",target="nexus"} 2.0
-      regwatch_nexus_proxy_repository_info{remote_url="https://registry-1.docker.io",repository="docker-proxy",target="nexus"} 1.0
-      regwatch_nexus_proxy_repository_blocked{repository="docker-proxy",target="nexus"} 0.0
-      regwatch_nexus_proxy_repository_online{repository="docker-proxy",target="nexus"} 1.0
+      regwatch_nexus_proxy_repository_info{remote_url="https://index.docker.io",repository="hub",target="nexus"} 1.0
+      regwatch_nexus_proxy_repository_blocked{repository="hub",target="nexus"} 0.0
+      regwatch_nexus_proxy_repository_online{repository="hub",target="nexus"} 1.0
 
 - ``nexus_docker``: repositories and tags through each configured Docker connector
   (``nexus.docker_connectors``), with the registry v2 API (``regwatch_registry_repositories``,

@@ -110,7 +110,8 @@ class ProbeCollector(Collector):
             "Duration of successful probe pulls: ping, auth, manifest, config and layers (manifest only in "
             "mode: manifest), connection set-up included.", labels=names)
         # _buckets are already cumulative: a pull is counted in every bucket whose bound it is under.
-        histogram.add_metric(values, [(_le(b), float(n)) for b, n in zip(BUCKETS, self._buckets)], self._sum)
+        buckets = [(_le(b), float(n)) for b, n in zip(BUCKETS, self._buckets, strict=True)]
+        histogram.add_metric(values, buckets, self._sum)
         phases = GaugeMetricFamily(
             "regwatch_probe_phase_duration_seconds",
             "Time the last probe spent in each phase; dns, connect and tls summed over its connections; "
@@ -162,7 +163,7 @@ def probe_jobs(config: Config, contexts: Contexts) -> Iterable[Job]:
             first = probe.mirror not in seen_endpoints
             seen_endpoints.add(probe.mirror)
             collector = ProbeCollector(ctx, probe, report_tls=first)
-            labels = dict(zip(collector.label_names[1:], collector.label_values[1:]))
+            labels = dict(zip(collector.label_names[1:], collector.label_values[1:], strict=True))
             # The probe keeps its own deadline (probe.timeout) over all its exchanges; it never retries.
             yield Job(target.name, collector, probe.interval, Budget.local(probe.timeout), context=ctx,
                       labels=labels)

@@ -200,7 +200,7 @@ def _monotonic(new: Counts, last: Counts | None) -> Counts:
     if last is None:
         return new
     return Counts(*(now if now is None or before is None else max(now, before)
-                    for now, before in zip(astuple(new), astuple(last))))
+                    for now, before in zip(astuple(new), astuple(last), strict=True)))
 
 
 class ProxyCacheCollector(Collector):

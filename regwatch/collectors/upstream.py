@@ -22,7 +22,7 @@ source is exported, so a target has one series per metric.
 
 Example exposition::
 
-    # HELP regwatch_upstream_ratelimit_limit Pulls the upstream allows per window (ratelimit-limit of a manifest HEAD; cached).
+    # HELP regwatch_upstream_ratelimit_limit Pulls the upstream allows per window (ratelimit-limit of a ...
     # TYPE regwatch_upstream_ratelimit_limit gauge
     regwatch_upstream_ratelimit_limit{source="5f0c1b3e-8c2a-5a4e-9d55-3b1f8e2f1a77",target="dockerhub"} 200.0
     regwatch_upstream_ratelimit_remaining{source="5f0c1b3e-8c2a-5a4e-9d55-3b1f8e2f1a77",target="dockerhub"} 37.0
@@ -113,7 +113,8 @@ class UpstreamCollector(Collector):
                     "(ratelimit-remaining of a manifest HEAD, which spends none; cached).", labels,
                     [([target.name, source], _count(rl.remaining))])
         yield gauge("regwatch_upstream_ratelimit_window_seconds", "The upstream's rate-limit window "
-                    "(ratelimit-limit's w=; cached).", labels, [([target.name, source], _count(rl.window, positive=True))])
+                    "(ratelimit-limit's w=; cached).", labels,
+                    [([target.name, source], _count(rl.window, positive=True))])
 
 
 @job_factory("upstream", help="Pull rate limit left on upstream registries (manifest HEADs only).")

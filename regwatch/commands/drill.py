@@ -62,8 +62,9 @@ log = logging.getLogger("regwatch.drill")
 def drill(do_backup: bool, do_restore: bool, do_verify: bool, do_prune: bool, keep: int | None, source: str | None,
           dest: str | None, against: str | None, store_dir: str, repos: tuple[str, ...], tags: tuple[str, ...],
           exclude_tags: tuple[str, ...], artifact_types: tuple[str, ...], generation: int | None, force: bool,
-          dry_run: bool, max_rps: float | None, timeout: str | None, ca_file: str | None, insecure: bool, report_dir: str | None,
-          textfile_dir: str | None, pushgateway: str | None, config_path: str | None, parallel: int) -> None:
+          dry_run: bool, max_rps: float | None, timeout: str | None, ca_file: str | None, insecure: bool,
+          report_dir: str | None, textfile_dir: str | None, pushgateway: str | None, config_path: str | None,
+          parallel: int) -> None:
     """Disaster-recovery drill. Without --backup/--restore/--verify, runs all three:
     --source REG --dest REG --store DIR. Exit 0 passed, 1 a check failed, 2 bad usage."""
     from regwatch.drill.common import DrillUsageError, Ledger, PhaseResult, open_registry

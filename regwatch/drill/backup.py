@@ -233,7 +233,7 @@ class Backup:
             self._manifest(repo, kid.digest, kid.size, kid.media_type, depth + 1, row, seen, tree)
         futures = [self._blobs.submit(b.digest, self._blob, repo, b) for b in parsed.blobs]
         errors = []
-        for fut, desc in zip(futures, parsed.blobs):
+        for fut, desc in zip(futures, parsed.blobs, strict=True):
             try:
                 fut.result()
             except IMAGE_ERRORS as exc:

@@ -299,6 +299,7 @@ def render_html(report: dict) -> str:
     summary = "".join(f"<li>{e(line)}</li>" for line in summary_lines(report))
     notes = "".join(f"<li>{e(n)}</li>" for n in report.get("notes") or [])
     defs = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in report["definitions"].items())
+    phases_run = e(", ".join(report["phases_run"]) or "-") + (" (full drill)" if report["full_drill"] else "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>regwatch drill: {e(status)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1em}}
@@ -309,7 +310,7 @@ td,th{{border:1px solid #999;padding:4px 8px;text-align:left;vertical-align:top}
 <tr><th>store</th><td>{e(report['store'])}</td></tr>
 <tr><th>source</th><td>{e(str(report.get('source') or '-'))}</td></tr>
 <tr><th>destination</th><td>{e(str(report.get('dest') or '-'))}</td></tr>
-<tr><th>phases</th><td>{e(', '.join(report['phases_run']) or '-')}{' (full drill)' if report['full_drill'] else ''}</td></tr>
+<tr><th>phases</th><td>{phases_run}</td></tr>
 <tr><th>repositories found by</th><td>{e(report.get('repositories_found_by') or '-')}</td></tr>
 <tr><th>generation</th><td>{e(str(report.get('generation') or '-'))}</td></tr>
 <tr><th>started</th><td>{_ts(report['started'])}</td></tr>

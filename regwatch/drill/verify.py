@@ -223,7 +223,8 @@ class Verify:
             self.progress = Progress("verify", len(tagged))
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="drill-verify") as pool:
             checks = list(self.layers.values())
-            for check, problem in zip(checks, pool.map(lambda c: check_layer(self.store, c, self.progress), checks)):
+            problems = pool.map(lambda c: check_layer(self.store, c, self.progress), checks)
+            for check, problem in zip(checks, problems, strict=True):
                 res.account((check.digest,), check.size or 0, FAILED if problem else CHECKED)
                 if problem:
                     for image in sorted(check.images):
@@ -330,7 +331,7 @@ class Verify:
                                    "does not belong to this image")
                     return False
                 diff_ids = list(ids)
-        for layer, diff_id in zip(layers, diff_ids):
+        for layer, diff_id in zip(layers, diff_ids, strict=True):
             key = (layer.digest, diff_id)
             check = self.layers.setdefault(key, LayerCheck(layer.digest, layer.size, layer.media_type, diff_id))
             check.images.add(name)

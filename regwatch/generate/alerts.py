@@ -719,7 +719,9 @@ def _tls(o: AlertOptions) -> list[Alert]:
                                      after=(evaluated + 1) * STEP + within + DAY))
         for c in (alert.fire, *alert.silent):
             fired = {rule.severity for _, _, rule in c.expect}
-            assert (severity in fired) == (c is alert.fire), (severity, c.why, fired)
+            if (severity in fired) != (c is alert.fire):
+                raise ValueError(f"{name}: the {severity} promtool case {c.why or 'that fires'!r} fires "
+                                 f"{sorted(fired) or 'nothing'}; the tests cannot be made for these windows and for:")
     return list(alerts.values())
 
 
@@ -952,7 +954,8 @@ def _never_passed(o: AlertOptions, store: dict[str, str]) -> Alert:
                  "The DR store {{ $labels.store }} is backed up but has never passed a full drill.",
                  "{{ $labels.store }} has had backups for at least " + humanize_duration(for_seconds(for_)) +
                  " but no full drill (backup, restore into a scratch registry, verify) has ever passed on it: "
-                 "nobody knows whether it restores. Run `regwatch drill --source ... --dest ... --store` on it.", fire, silent)
+                 "nobody knows whether it restores. Run `regwatch drill --source ... --dest ... --store` on it.",
+                 fire, silent)
 
 
 def _cache_hit_ratio(o: AlertOptions) -> Alert:

@@ -273,7 +273,8 @@ def target(lay: Layout, o: AlertOptions) -> None:
            unit="bytes")
     lay.row("Pull-through cache")
     series(lay, "Cache requests", [
-        (f"sum by (target, object) (rate(regwatch_proxy_cache_hits_total{{{JT}}}[{RATE}]))", "{{target}} {{object}} hit"),
+        (f"sum by (target, object) (rate(regwatch_proxy_cache_hits_total{{{JT}}}[{RATE}]))",
+         "{{target}} {{object}} hit"),
         (f"sum by (target, object) (rate(regwatch_proxy_cache_misses_total{{{JT}}}[{RATE}]))",
          "{{target}} {{object}} miss"),
     ], unit="reqps", need=CACHE)
@@ -372,7 +373,8 @@ def harbor(lay: Layout, o: AlertOptions) -> None:
     lay.row("Scanning and job service")
     series(lay, "Scan-all tasks", [(f"regwatch_harbor_scan_all_tasks{{{JT}}}", "{{target}} {{status}}")],
            need=HARBOR + " after a scan-all")
-    series(lay, "Vulnerabilities by severity", [(f"regwatch_harbor_vulnerabilities{{{JT}}}", "{{target}} {{severity}}")],
+    series(lay, "Vulnerabilities by severity",
+           [(f"regwatch_harbor_vulnerabilities{{{JT}}}", "{{target}} {{severity}}")],
            need=HARBOR + " 2.10+ (/security/summary)")
     series(lay, "Job queue length", [(f"regwatch_harbor_jobservice_queue_length{{{JT}}}", "{{target}} {{job_type}}")],
            need=HARBOR + " 2.8+")

@@ -188,10 +188,10 @@ def targets_schema(members: tuple[type[BaseModel], ...]) -> dict:
         for name, field in member.model_fields.items():
             if name not in model.TargetConfig.model_fields:
                 blocks[name] = (member, field)
-    for name, (member, field) in blocks.items():
+    for name, (_, field) in blocks.items():
         schema["properties"][name] = field_schema(field)
     rules = []
-    for member, kind in zip(members, kinds):
+    for member, kind in zip(members, kinds, strict=True):
         own = [n for n, (m, _) in blocks.items() if m is member]
         then: dict = {"properties": {n: False for n in blocks if n not in own}}
         required = [n for n in own if member.model_fields[n].is_required()]

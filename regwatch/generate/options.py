@@ -136,7 +136,7 @@ def render_selector(matchers: list[Matcher]) -> str:
 
 # --- the options ---------------------------------------------------------------------------------
 
-def _opt(default, help: str, kind: str, interval: tuple[float, float, bool] | None = None):  # noqa: A002
+def _opt(default, help: str, kind: str, interval: tuple[float, float, bool] | None = None):  # noqa: A002 - like click's help=
     """``interval``: (low, high, high included) for ratios; the low end is always excluded."""
     return field(default=default, metadata={"help": help, "kind": kind, "interval": interval})
 

@@ -26,6 +26,7 @@ client's own ``basic_auth=``/``api_key=`` options.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import importlib
 import logging
@@ -379,10 +380,8 @@ class ElasticsearchSource:
                 after = sort
             stats["truncated"] = True
         finally:
-            try:
+            with contextlib.suppress(Exception):  # any error: the PIT expires by itself after keep_alive
                 es.close_point_in_time(id=pit)
-            except Exception:  # noqa: BLE001 - the PIT expires by itself after keep_alive
-                pass
 
     def run(self) -> tuple[Tally, Counter]:
         """One collection: count what is new, save, and return (totals, read errors)."""
@@ -408,7 +407,7 @@ class ElasticsearchSource:
                         self._count(kind, query, cursors, seen, pending, errors, now_ms, deadline)
                     finally:
                         _DEADLINE.reset(token)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any client error is a failed query: counted, then re-raised
                 self.errors["query"] += 1
                 if cfg.client_major == "auto":
                     self.close()  # the cluster may have been upgraded: read its version again next run

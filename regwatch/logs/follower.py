@@ -29,6 +29,7 @@ caller has counted those blocks. Rules:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import logging
@@ -134,10 +135,8 @@ class Follower:
         total = 0
         for tracked in self.files.values():
             if tracked.fd is not None:
-                try:
+                with contextlib.suppress(OSError):  # closed or gone meanwhile: nothing more to read from it
                     total += max(0, os.fstat(tracked.fd).st_size - tracked.offset)
-                except OSError:
-                    pass
         return total
 
     # ------------------------------------------------------------------ problems

@@ -552,7 +552,7 @@ class Parser:
 
     def _hold(self, block: bytes, tally: Tally) -> bytes:
         """Hold lines until the injecting access line's tail; return what follows it (or b"")."""
-        assert self._held is not None
+        assert self._held is not None  # noqa: S101 - type narrowing: only called while lines are held
         pos = 0
         while pos < len(block):
             end = block.find(b"\n", pos)

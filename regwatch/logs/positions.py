@@ -11,6 +11,7 @@ consistent snapshot to resume from.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -74,10 +75,8 @@ class PositionsFile:
             except ValueError as exc:
                 problems.append(f"{candidate} is corrupt ({exc})")
         if problems and self.path.exists():
-            try:
+            with contextlib.suppress(OSError):  # keeping the corrupt copy is best effort; the problems are reported
                 os.replace(self.path, self.path.with_name(self.path.name + ".corrupt"))
-            except OSError:
-                pass
         return None, problems
 
     def save(self, state: dict) -> None:

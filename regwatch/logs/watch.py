@@ -10,6 +10,7 @@ not exist yet, or a kernel without inotify, falls back to the poll.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -151,16 +152,12 @@ class Watcher:
         return False
 
     def wake(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the reader end is closed already: nothing is waiting to be woken
             os.write(self._wake_w, b"x")
-        except OSError:
-            pass
 
     def close(self) -> None:
         for fd in (self._fd, self._wake_r, self._wake_w):
             if fd is not None:
-                try:
+                with contextlib.suppress(OSError):  # closed already
                     os.close(fd)
-                except OSError:
-                    pass
         self._fd = None

@@ -38,7 +38,8 @@ class ProbeFailure(Exception):
     """The probe failed: ``reason`` is a bounded label value, ``phase`` where the pull was."""
 
     def __init__(self, reason: str, message: str, phase: str | None = None):
-        assert reason in REASONS, reason
+        if reason not in REASONS:  # a label value: the set must stay bounded
+            raise ValueError(f"{reason!r} is not a probe failure reason (REASONS)")
         super().__init__(message)
         self.reason = reason
         self.phase = phase

@@ -169,7 +169,7 @@ def _run(pull: _Pull, result: ProbeResult) -> None:
                                          f"probe's max_bytes {spec.max_bytes}; raise max_bytes, probe a smaller "
                                          "image, or use mode: manifest", "manifest")
     _fetch_blob(pull, digests[0], sizes[0], "config")
-    for i, (layer_digest, size) in enumerate(zip(digests[1:], sizes[1:])):
+    for i, (layer_digest, size) in enumerate(zip(digests[1:], sizes[1:], strict=True)):
         _fetch_blob(pull, layer_digest, size, "blob", first_byte_phase="blob_first_byte" if i == 0 else None)
 
 

@@ -137,7 +137,8 @@ class FakeHarbor:
         self.gc_schedule: dict | None = {"type": "Daily", "cron": "0 0 0 * * *", "next_scheduled_time": iso(T0 + 86400)}
         self.gc_schedule_updated = T0 - 86400
         self.purge_runs = [self.gc_run(5, "Success", T0 + 100, job_name="PURGE_AUDIT_LOG")]
-        self.purge_schedule: dict | None = {"type": "Weekly", "cron": "0 0 0 * * 0", "next_scheduled_time": iso(T0 + 5 * 86400)}
+        self.purge_schedule: dict | None = {"type": "Weekly", "cron": "0 0 0 * * 0",
+                                            "next_scheduled_time": iso(T0 + 5 * 86400)}
         self.scan_all_schedule: dict | None = {"type": "Daily", "cron": "0 0 2 * * *"}
         self.scheduler_paused = False
         # retention id -> its project, cron ("" = no schedule) and executions (newest first)
@@ -616,7 +617,7 @@ class FakeHarbor:
 
         def window(a, b):
             out, seen = [], 0
-            for j, n in zip(ids, counts):
+            for j, n in zip(ids, counts, strict=True):
                 if seen + n > a and seen < b:
                     arts = self.artifacts(j)[max(0, a - seen):b - seen]
                     for art in arts:

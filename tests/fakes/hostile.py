@@ -9,6 +9,7 @@ elsewhere, send an endless or trickling body, or point ``Link``/``Location`` at 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -66,10 +67,8 @@ class HostileServer:
                     route = Reply(404, {"Content-Type": "application/json"},
                                   b'{"errors":[{"code":"NAME_UNKNOWN","message":"no such thing"}]}')
                 reply = route(seen) if callable(route) else route
-                try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):  # the client hung up
                     self._send(reply)
-                except (BrokenPipeError, ConnectionResetError, OSError):
-                    pass
 
             def _send(self, reply: Reply) -> None:
                 self.send_response(reply.status)

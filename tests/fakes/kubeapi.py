@@ -224,7 +224,8 @@ def _render_main() -> None:
         sys.stdout.write(json.dumps(result))
         return
     with FakeKubeAPI() as api:
-        config = helm_sdkpy.Configuration(namespace=request["namespace"], kubeconfig=api.kubeconfig(request["namespace"]))
+        config = helm_sdkpy.Configuration(namespace=request["namespace"],
+                                          kubeconfig=api.kubeconfig(request["namespace"]))
         try:
             result = asyncio.run(helm_sdkpy.Install(config).run(
                 request["release"], request["chart"], values=request["values"], wait=False, timeout=60))

@@ -32,8 +32,8 @@ from urllib.parse import quote, urlsplit
 from prometheus_client.metrics_core import Metric
 
 from regwatch.budget import ContextPool
-from regwatch.client import (AuthFailed, DeadlineExceeded, Forbidden, NotFound, ProtocolError, RateLimited, RegistryClient,
-                             RegistryError, ServerError, Unreachable, parse_json)
+from regwatch.client import (AuthFailed, DeadlineExceeded, Forbidden, NotFound, ProtocolError, RateLimited,
+                             RegistryClient, RegistryError, ServerError, Unreachable, parse_json)
 from regwatch.collectors import Collector
 from regwatch.config import TargetConfig
 from regwatch.families import gauge

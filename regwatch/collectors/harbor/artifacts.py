@@ -51,7 +51,11 @@ class ArtifactsGroup(HarborGroup):
         alive = {pid for pid, _ in projects}
         self.counts = {pid: v for pid, v in self.counts.items() if pid in alive}
         calls = 0
-        for pid, pname in self.rotation.walk(projects, lambda: calls < self.target.harbor.detail_calls_per_cycle):
+
+        def within_budget() -> bool:  # asked before each project: reads the calls spent so far, on purpose
+            return calls < self.target.harbor.detail_calls_per_cycle
+
+        for pid, pname in self.rotation.walk(projects, within_budget):
             counts: Counter = Counter()
             try:
                 for page in self.api.pages(f"/projects/{pid}/artifacts", {"with_tag": "false"}, endpoint=ARTIFACTS):

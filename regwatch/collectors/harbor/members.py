@@ -50,7 +50,7 @@ class MembersGroup(HarborGroup):
                 if summary is not None:
                     self.counts[pid] = (pname, tuple(summary.number(f"{r}_count", 0.0) for r in ROLES))
         rows = [([name, pname, role], n) for pname, values in self.counts.values()
-                for role, n in zip(ROLES, values) if n]
+                for role, n in zip(ROLES, values, strict=True) if n]
         yield gauge("regwatch_harbor_project_members", "Members of a project by role (visited a slice at a time).",
                     ["target", "project", "role"], rows)
         yield gauge("regwatch_harbor_detail_coverage_ratio",

@@ -47,7 +47,11 @@ class PreheatGroup(HarborGroup):
             return
         self.seen = {p: v for p, v in self.seen.items() if p in set(projects)}
         calls = 0
-        for project in self.rotation.walk(projects, lambda: calls < self.target.harbor.detail_calls_per_cycle):
+
+        def within_budget() -> bool:  # asked before each project: reads the calls spent so far, on purpose
+            return calls < self.target.harbor.detail_calls_per_cycle
+
+        for project in self.rotation.walk(projects, within_budget):
             try:
                 spent, result = self._visit(project)
             except NotCollected:  # the account may not read preheat policies: asking every project is no use
