@@ -454,7 +454,7 @@ def report(demo: Demo, exposition: str, ready: bool, elapsed: float, starter: Pa
 
 
 def run(listen: str | None, duration: float | None, echo: Callable[[str], None],
-        starter: Path | None = Path("regwatch.yml")) -> None:
+        starter: Path | None = Path("regwatch.yml"), traffic: bool = True) -> None:
     started = time.monotonic()
     demo = start(listen, echo)
     try:
@@ -463,9 +463,9 @@ def run(listen: str | None, duration: float | None, echo: Callable[[str], None],
         wrote = write_starter_config(starter) if starter is not None else False
         report(demo, exposition, ready, time.monotonic() - started, starter, wrote, echo)
         # Only now: traffic from here on is for the rates, after the printed numbers.
-        rng = random.Random(7)  # noqa: S311 - which demo image to pull next, nothing secret
-        traffic = threading.Thread(target=run_traffic_loop, args=(demo, rng), daemon=True)
-        traffic.start()
+        if traffic:
+            rng = random.Random(7)  # noqa: S311 - which demo image to pull next, nothing secret
+            threading.Thread(target=run_traffic_loop, args=(demo, rng), daemon=True).start()
         if duration is None:
             threading.Event().wait()
         else:

@@ -164,12 +164,26 @@ def test_storage_matches_df(tmp_path, write_config, serve):
                                        {"name": "gone", "path": str(tmp_path / "missing"), "interval": "1s"}]})
     proc = serve(config)
     proc.wait_ready()
-    text = proc.metrics()
-    df = subprocess.run(["df", "-B1", "--output=size,used,avail", str(tmp_path)], capture_output=True, text=True,
-                        check=True).stdout.split("\n")[1].split()
-    size, used, avail = (int(x) for x in df)
+
+    def df() -> tuple[int, int, int]:
+        out = subprocess.run(["df", "-B1", "--output=size,used,avail", str(tmp_path)], capture_output=True,
+                             text=True, check=True).stdout
+        size, used, avail = (int(x) for x in out.split("\n")[1].split())
+        return size, used, avail
+
+    # Other tests (other xdist workers) write to the same file system. Compare only across a quiet
+    # second: df before and after a collection interval agree within 1 MiB, and the scrape in between
+    # shows a collection made inside it.
+    for _ in range(30):
+        before = df()
+        time.sleep(1.2)
+        text = proc.metrics()
+        size, used, avail = df()
+        if abs(used - before[1]) < 2**20:
+            break
+    else:
+        pytest.fail("the file system under tmp_path never stayed quiet for a second")
     assert value(text, "regwatch_storage_capacity_bytes", volume="data") == size
-    # The file system may change between the two readings; allow 1 MiB of drift.
     assert value(text, "regwatch_storage_used_bytes", volume="data") == pytest.approx(used, abs=2**20)
     assert value(text, "regwatch_storage_used_ratio", volume="data") == pytest.approx(used / (used + avail), abs=1e-3)
     # A missing path is a failed collector and a clear log line, not a crash.

@@ -13,7 +13,11 @@ import click
               show_default=True,
               help="Where to write a commented starter config for your own registry; an existing file is kept.")
 @click.option("--no-starter-config", is_flag=True, help="Write no starter config.")
-def demo(listen: str | None, duration: float | None, starter_config: Path, no_starter_config: bool) -> None:
+@click.option("--traffic/--no-traffic", default=True, show_default=True,
+              help="After the printout, keep pulling (and now and then failing a login) every 5 s so rates move; "
+                   "--no-traffic keeps /metrics at the printed figures.")
+def demo(listen: str | None, duration: float | None, starter_config: Path, no_starter_config: bool,
+         traffic: bool) -> None:
     """A throwaway real registry with sample images and traffic, watched by serve.
 
     Starts Debian's docker-registry with htpasswd auth and a pull-through cache in front of it
@@ -25,6 +29,7 @@ def demo(listen: str | None, duration: float | None, starter_config: Path, no_st
     from regwatch.localregistry import RegistryStartError
 
     try:
-        demo_module.run(listen, duration, click.echo, None if no_starter_config else starter_config)
+        demo_module.run(listen, duration, click.echo, None if no_starter_config else starter_config,
+                        traffic=traffic)
     except RegistryStartError as exc:
         raise click.ClickException(str(exc)) from None
