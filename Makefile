@@ -56,11 +56,12 @@ venv: deps $(VENV)/.test
 demo: demo-deps $(VENV)/.runtime
 	$(BIN)/regwatch demo $(DEMO_ARGS)
 
-# ruff first (its config is in pyproject.toml, [tool.ruff]), then every test on two workers
-# (pytest-xdist; each test's servers take free loopback ports and temp dirs).
+# ruff first (its config is in pyproject.toml, [tool.ruff]), then every test on four workers
+# (pytest-xdist; each test's servers take free loopback ports and temp dirs). Most of a test's time is
+# spent waiting on the servers it starts, so four workers keep two cores busy.
 test: venv
 	$(BIN)/ruff check regwatch tests bench
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 4 --dist worksteal
 
 # The tests that start no server and are not slow (the `servers` and `slow` markers, tests/conftest.py).
 test-fast: venv

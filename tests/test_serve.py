@@ -269,7 +269,15 @@ def test_metrics_answers_and_sigterm_is_fast_with_1000_idle_connections(tmp_path
         # No thread per connection, and no more connections than the cap leaves descriptors for.
         assert server.num_threads() < 20, server.num_threads()
         cap = 512 if nofile is None else 256 - 64
-        established = [c for c in server.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED]
+        # A connection evicted for a new one closes on a later turn of serve's event loop, so right after
+        # a burst of accepts (at most 16 a turn) the count can pass the cap by a few for a moment; once
+        # the burst is taken, it is at most the cap.
+        deadline = time.monotonic() + 10
+        while True:
+            established = [c for c in server.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED]
+            if len(established) <= cap or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert len(established) <= cap, len(established)
         for _ in range(5):
             resp = requests.get(proc.url + "/metrics", timeout=1)  # a new connection each time
