@@ -18,6 +18,7 @@ import yaml
 
 from regwatch.client import RegistryClient
 from regwatch.localregistry import LocalRegistry, free_port, wait_for_port
+from tests.fakes.hostile import HostileServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -170,3 +171,18 @@ def serve(tmp_path):
     yield start
     for proc in procs:
         proc.stop()
+
+
+@pytest.fixture
+def servers():
+    """Factory: ``servers(routes, **kwargs)`` starts a scripted hostile registry (tests/fakes/hostile.py)."""
+    started: list[HostileServer] = []
+
+    def make(routes=None, **kwargs) -> HostileServer:
+        server = HostileServer(routes, **kwargs).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()

@@ -33,20 +33,6 @@ def basic_protected(reply: Reply):
     return handle
 
 
-@pytest.fixture
-def servers():
-    started: list[HostileServer] = []
-
-    def make(routes=None, **kwargs) -> HostileServer:
-        server = HostileServer(routes, **kwargs).start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
-
-
 def client_for(server: HostileServer, **kwargs) -> RegistryClient:
     kwargs.setdefault("budget", Budget(timeout=2.0, retries=0))
     return RegistryClient(server.url, name="evil", credentials=ALICE, **kwargs)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import base64
 
-import pytest
 from click.testing import CliRunner
 
 from regwatch.cli import cli
 from regwatch.credentials import Credentials
 from regwatch.images import build_image
 from regwatch.probes import Prober, ProbeSpec
-from tests.fakes.hostile import HostileServer, Reply
+from tests.fakes.hostile import Reply
 from tests.helpers import PKI
 
 BASIC = "Basic " + base64.b64encode(b"alice:alice-secret").decode()
@@ -31,20 +30,6 @@ def registry_routes(image, blob_location=None) -> dict:
         path = f"/v2/lib/app/blobs/{blob.digest}"
         routes[path] = Reply(307, {"Location": blob_location(blob)}) if blob_location else Reply(200, {}, blob.data)
     return routes
-
-
-@pytest.fixture
-def servers():
-    started: list[HostileServer] = []
-
-    def make(routes=None, **kwargs) -> HostileServer:
-        server = HostileServer(routes, **kwargs).start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
 
 
 def tls_context(pki: PKI, name: str, days: int):
