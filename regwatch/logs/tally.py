@@ -1,8 +1,9 @@
 """The auth tally: counts of attempts, failures and challenges, their JSON form and their metric families.
 
-One tally per source. The file follower, the Elasticsearch source and Harbor's audit log all
-feed a ``Tally`` and export it through ``auth_families``, so every source has the same
-metric names, labels and pre-created reasons. ``to_json``/``from_json`` are what the
+One tally per source. The file follower and the Elasticsearch source feed a ``Tally`` and
+export it through ``auth_families``; Harbor's audit log exports its logins through
+``attempt_families``, the part of it that counts attempts and failures. So every source has
+the same metric names, help and labels. ``to_json``/``from_json`` are what the
 positions file stores beside the offsets (one atomic write: totals and offsets always agree).
 
 Example exposition of one source::
@@ -16,6 +17,7 @@ Example exposition of one source::
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily
@@ -106,16 +108,23 @@ def from_json(data: object) -> Tally:
                  counter("users"), counter("clients"))
 
 
-def auth_families(source: str, tally: Tally, errors: Counter, top_n: int = 0) -> list[Metric]:
-    """The metric families of one source (files, Elasticsearch, Harbor's audit log)."""
-    requests = CounterMetricFamily("regwatch_auth_requests",
+def attempt_families(source: str, requests: int, failures: Counter, reasons: Iterable[str] = REASONS) -> list[Metric]:
+    """``regwatch_auth_requests_total`` and ``regwatch_auth_failures_total`` of one source, the failures
+    pre-created at 0 for ``reasons`` (the reasons the source can tell apart)."""
+    attempts = CounterMetricFamily("regwatch_auth_requests",
                                    "Requests that presented credentials (anonymous challenges excluded); "
                                    "cached, updated as the source is read.", labels=["source"])
-    requests.add_metric([source], tally.requests)
-    failures = CounterMetricFamily("regwatch_auth_failures", "Requests whose credentials were refused, by reason; "
-                                   "cached, updated as the source is read.", labels=["source", "reason"])
-    for reason in sorted(set(REASONS) | set(tally.failures)):
-        failures.add_metric([source, reason], tally.failures.get(reason, 0))
+    attempts.add_metric([source], requests)
+    refused = CounterMetricFamily("regwatch_auth_failures", "Requests whose credentials were refused, by reason; "
+                                  "cached, updated as the source is read.", labels=["source", "reason"])
+    for reason in sorted(set(reasons) | set(failures)):
+        refused.add_metric([source, reason], failures.get(reason, 0))
+    return [attempts, refused]
+
+
+def auth_families(source: str, tally: Tally, errors: Counter, top_n: int = 0) -> list[Metric]:
+    """The metric families of one log source (files, Elasticsearch)."""
+    requests, failures = attempt_families(source, tally.requests, tally.failures)
     challenges = CounterMetricFamily("regwatch_auth_challenges",
                                      "Anonymous requests answered with an auth challenge (normal protocol, not "
                                      "attempts); cached.", labels=["source"])

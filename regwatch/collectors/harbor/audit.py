@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta, UTC
 from pathlib import Path
@@ -31,6 +31,7 @@ from prometheus_client.metrics_core import Metric
 from regwatch.atomic import write_atomic
 from regwatch.collectors.harbor.api import Fields, HarborGroup, NotCollected
 from regwatch.families import counter
+from regwatch.logs.tally import attempt_families
 
 log = logging.getLogger("regwatch.collectors.harbor")
 
@@ -150,9 +151,9 @@ class AuditGroup(HarborGroup):
                 counter("regwatch_harbor_audit_failed_events",
                         "Harbor audit-log events whose operation failed (2.13+; cached).",
                         ["target", "operation"], [([name, op], n) for op, n in sorted(self.failed.items())]),
-                counter("regwatch_auth_requests", "Logins with credentials (for Harbor: login events of its audit "
-                        "log; cached).", ["source"], [([name], self.logins)]),
-                counter("regwatch_auth_failures", "Real authentication failures (for Harbor: failed login events; "
-                        "cached).", ["source", "reason"], [([name, "bad_credentials"], self.login_failures)]),
+                # The same families as every auth-log source; Harbor's audit log tells only failed logins
+                # (bad_credentials) from good ones, so only that reason is pre-created.
+                *attempt_families(name, self.logins, Counter(bad_credentials=self.login_failures),
+                                  reasons=("bad_credentials",)),
             ]
         return families
