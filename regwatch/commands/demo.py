@@ -14,8 +14,9 @@ import click
               help="Where to write a commented starter config for your own registry; an existing file is kept.")
 @click.option("--no-starter-config", is_flag=True, help="Write no starter config.")
 @click.option("--traffic/--no-traffic", default=True, show_default=True,
-              help="After the printout, keep pulling (and now and then failing a login) every 5 s so rates move; "
-                   "--no-traffic keeps /metrics at the printed figures.")
+              help="After the printout, keep pulling (and now and then failing a login) every 5 s so rates move. "
+                   "With --no-traffic only regwatch's own collections and probes (every 15 s) reach the "
+                   "registry.")
 def demo(listen: str | None, duration: float | None, starter_config: Path, no_starter_config: bool,
          traffic: bool) -> None:
     """A throwaway real registry with sample images and traffic, watched by serve.
