@@ -316,7 +316,7 @@ class MetricsServer:
             return False
         try:
             status, body, content_type, extra = self._route(request)
-        except Exception:
+        except Exception:  # one bad page must not take the server down
             log.exception("http handler failed", extra={"path": request.path})
             status, body, content_type, extra = 500, b"internal error; regwatch's log says why\n", TEXT, {}
         await self._respond(writer, status, body, content_type, head_only=head_only, keep_alive=keep_alive,

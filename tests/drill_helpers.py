@@ -92,7 +92,7 @@ def blob_gets(log_path: Path) -> list[str]:
     return BLOB_GET.findall(log_path.read_text(errors="replace"))
 
 
-def open_url(url: str, **kwargs):
+def open_url(url: str, **kwargs):  # returns a regwatch.drill.common.Registry
     """The drill's own handle on a registry given by URL (what `regwatch drill --source URL` opens)."""
     from regwatch.drill.common import open_registry
 

@@ -29,7 +29,7 @@ SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[Healt
                                                                           HealthCheck.function_scoped_fixture])
 
 
-def json_values(digests: list[str]):
+def json_values(digests: list[str]):  # returns a strategy
     leaves = (st.none() | st.booleans() | st.integers(-5, 2**70) | st.floats(allow_nan=False) |
               st.text(max_size=8) | st.sampled_from(TYPES) | st.sampled_from(digests or ["sha256:" + "0" * 64]))
     return st.recursive(leaves, lambda kids: st.lists(kids, max_size=4) |
@@ -37,13 +37,13 @@ def json_values(digests: list[str]):
                         max_leaves=30)
 
 
-def descriptors(digests: list[str]):
+def descriptors(digests: list[str]):  # returns a strategy of mostly-valid descriptors
     return st.fixed_dictionaries({"digest": st.sampled_from(digests), "size": st.integers(-1, 400),
                                   "mediaType": st.sampled_from(TYPES)},
                                  optional={"platform": json_values(digests), "annotations": json_values(digests)})
 
 
-def documents(digests: list[str]):
+def documents(digests: list[str]):  # returns a strategy: any JSON, half of it shaped like a manifest or an index
     if not digests:
         return json_values(digests)
     return json_values(digests) | st.fixed_dictionaries(
@@ -55,7 +55,7 @@ def documents(digests: list[str]):
 
 
 @st.composite
-def stores(draw):
+def stores(draw):  # draws (bodies by digest, index entries)
     bodies: dict[str, bytes] = {}
     for _ in range(draw(st.integers(1, 5))):  # each level may reference the ones before: real digests
         body = json.dumps(draw(documents(list(bodies)))).encode()

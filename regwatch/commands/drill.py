@@ -213,7 +213,7 @@ def _run_phases(store, ledger, src, dst, chk, *, full: bool, do_backup: bool, do
     def guarded(phase: str, fn):
         try:
             return fn()
-        except Exception as exc:
+        except Exception as exc:  # the report must be written for every drill that started
             log.debug("drill %s crashed", phase, exc_info=True)
             res = PhaseResult(phase)
             res.fail("*", f"{phase} stopped on an unexpected {type(exc).__name__}: {str(exc)[:300]}")

@@ -112,7 +112,7 @@ def _reload(config_path: str, enabled: dict, runner, server, shard=None):
         log.error("config reload failed; keeping the last good config", extra={"err": str(exc)})
         runner.reload_failed()
         return runner
-    except Exception as exc:
+    except Exception as exc:  # a reload must never stop a running serve
         log.exception("config reload failed; keeping the last good config",
                       extra={"err": f"{exc.__class__.__name__}: {exc}"})
         runner.reload_failed()

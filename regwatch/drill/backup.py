@@ -141,7 +141,7 @@ class Backup:
                                                        "ok": str(res.ok).lower()})
 
     # ------------------------------------------------------------------ per tag
-    def _tag(self, repo: str, tag: str, old, subject: str | None = None) -> None:
+    def _tag(self, repo: str, tag: str, old, subject: str | None = None) -> None:  # old: an Entry
         row = self.ledger.row(repo, tag)
         row.referrer_of = subject
         if old is not None:

@@ -288,7 +288,7 @@ class _ConsoleLines:
     console (above the bar), as it is: no markup, no highlighting, no wrapping (a registry's error text
     with ``[brackets]`` stays text, and a long line stays one line)."""
 
-    def __init__(self, console):
+    def __init__(self, console):  # console: a rich Console
         self.console = console
         self._buf = ""
         self._lock = threading.Lock()

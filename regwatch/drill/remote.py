@@ -40,7 +40,7 @@ def put_manifest(client: RegistryClient, repo: str, ref: str, body: bytes, media
     return resp.headers.get("OCI-Subject")
 
 
-def download_blob(client: RegistryClient, repo: str, desc: Descriptor, store) -> int:
+def download_blob(client: RegistryClient, repo: str, desc: Descriptor, store) -> int:  # store: a Store
     """Stream one blob into the store, reading at most ``desc.size`` bytes (the client refuses more, and
     the store stops at the size too)."""
     resp = client.get_blob(repo, desc.digest, desc.size)

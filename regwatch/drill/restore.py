@@ -121,7 +121,7 @@ class Restore:
         return res.finish(self.ledger)
 
     # ------------------------------------------------------------------ entries
-    def _row_for(self, entry: Entry):
+    def _row_for(self, entry: Entry):  # returns an ImageRow or None
         if entry.tag:
             row = self.ledger.row(entry.repo, entry.tag)
             row.digest = row.digest or entry.digest
@@ -189,7 +189,7 @@ class Restore:
         own = data.get("mediaType") if isinstance(data, dict) else None
         return own if isinstance(own, str) and own else fallback
 
-    def _read_manifest(self, digest: str, size: int | None, media_type: str):
+    def _read_manifest(self, digest: str, size: int | None, media_type: str):  # returns (bytes, Parsed)
         body = self.store.read_blob(digest)
         if sha256_digest(body) != digest or (size is not None and len(body) != size):
             raise BadContent(f"stored manifest {digest} is corrupt; run `regwatch drill --verify` and back up again")

@@ -76,7 +76,7 @@ def _show(names: list[str]) -> str:
     return head + (f" and {len(names) - SHOW} more" if len(names) > SHOW else "")
 
 
-def select_repositories(client, patterns: list[str]) -> Selection:
+def select_repositories(client, patterns: list[str]) -> Selection:  # client: a RegistryClient
     literal = [p for p in patterns if not WILDCARDS & set(p)]
     globs = [p for p in patterns if WILDCARDS & set(p)]
     for name in literal:

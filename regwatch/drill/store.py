@@ -174,7 +174,7 @@ class Store:
         got = self.blob_size(digest)
         return got is not None and (size is None or got == size)
 
-    def open_blob(self, digest: str, size: int | None = None):
+    def open_blob(self, digest: str, size: int | None = None):  # returns a binary file object
         """Open a stored blob for reading: a regular file inside the store (O_NOFOLLOW: a symlink planted
         in blobs/sha256 is refused, not followed) and of the expected size."""
         path = self.blob_path(digest)

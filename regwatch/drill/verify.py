@@ -46,7 +46,7 @@ class LayerCheck:
     images: set[str] = field(default_factory=set)
 
 
-def _decompressor(media_type: str):
+def _decompressor(media_type: str):  # returns a callable chunk -> bytes, or None
     if "zstd" in media_type:
         import zstandard
 
