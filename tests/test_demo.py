@@ -17,16 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from regwatch.config import load_config
 from regwatch.demo import STARTER_CONFIG, highlights, write_starter_config
 from tests.conftest import REPO_ROOT, regwatch_cmd
-
-
-def samples(text: str) -> dict[tuple[str, tuple], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+from tests.helpers import samples
 
 
 def metric_sum(scraped: dict, name: str, **labels: str) -> float:
