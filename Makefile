@@ -15,7 +15,7 @@ DEMO_DEBS := docker-registry apache2-utils ca-certificates
 TEST_DEBS := $(DEMO_DEBS) prometheus prometheus-pushgateway prometheus-blackbox-exporter mtail skopeo umoci \
 	openssl mount
 
-.PHONY: demo test test-fast deps demo-deps venv bench generate clean
+.PHONY: demo test test-fast lint deps demo-deps venv bench generate clean
 
 # $(call debs,PACKAGES): apt-get install whichever of PACKAGES (and python3-venv) is missing.
 define debs
@@ -56,16 +56,17 @@ venv: deps $(VENV)/.test
 demo: demo-deps $(VENV)/.runtime
 	$(BIN)/regwatch demo $(DEMO_ARGS)
 
-# ruff first (its config is in pyproject.toml, [tool.ruff]), then every test on four workers
-# (pytest-xdist; each test's servers take free loopback ports and temp dirs). Most of a test's time is
-# spent waiting on the servers it starts, so four workers keep two cores busy.
-test: venv
+# ruff's config is in pyproject.toml ([tool.ruff]); both test targets lint first.
+lint: venv
 	$(BIN)/ruff check regwatch tests bench
+
+# Every test on four workers (pytest-xdist; each test's servers take free loopback ports and temp dirs).
+# Most of a test's time is spent waiting on the servers it starts, so four workers keep two cores busy.
+test: lint
 	$(BIN)/python -m pytest -q -n 4 --dist worksteal
 
 # The tests that start no server and are not slow (the `servers` and `slow` markers, tests/conftest.py).
-test-fast: venv
-	$(BIN)/ruff check regwatch tests bench
+test-fast: lint
 	$(BIN)/python -m pytest -q -m "not servers and not slow"
 
 bench: venv
