@@ -38,7 +38,7 @@ from regwatch.collectors import build_jobs, factories
 from regwatch.config import parse_config
 from regwatch.images import build_image, build_index, push_image, push_index
 from regwatch.localregistry import LocalRegistry, free_port
-from regwatch.runner import Runner, wait_until
+from regwatch.runner import WAKE_FLOOR, Runner, wait_until
 from regwatch.server import MetricsServer
 
 log = logging.getLogger("regwatch.demo")
@@ -273,6 +273,28 @@ def wait_ready(demo: Demo, timeout: float = 30) -> bool:
     return wait_until(lambda: demo.runner.ready, timeout)
 
 
+def scrape_caught_up(demo: Demo, timeout: float = 10.0) -> str:
+    """A scrape of /metrics once regwatch's own first collections are on record too.
+
+    The catalog walk and the probe log in to the registry as well, and the log follower counts those
+    lines a moment after the collections have ended: a scrape at ``ready`` can show fewer logins than
+    the next one. Wait until the registry's log stops growing, then until the auth-log source has read
+    all of it and two scrapes agree on it.
+    """
+    settle(demo)
+    lag = f'regwatch_auth_log_lag_bytes{{source="{AUTH_SOURCE}"}}'
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        text = demo.scrape()
+        lines = series_lines(text)
+        auth = {k: v for k, v in lines.items() if k.startswith("regwatch_auth_")}
+        if (auth == last and lines.get(lag, "0.0") == "0.0") or time.monotonic() > deadline:
+            return text
+        last = auth
+        time.sleep(2 * WAKE_FLOOR)
+
+
 # (heading, metric families) the printout shows, in order. Counters and gauges that did not move
 # (zero) are left out, except the up/success gauges, whose zero is news.
 HIGHLIGHTS = [
@@ -459,7 +481,7 @@ def run(listen: str | None, duration: float | None, echo: Callable[[str], None],
     demo = start(listen, echo)
     try:
         ready = wait_ready(demo)
-        exposition = demo.scrape()
+        exposition = scrape_caught_up(demo)
         wrote = write_starter_config(starter) if starter is not None else False
         report(demo, exposition, ready, time.monotonic() - started, starter, wrote, echo)
         # Only now: traffic from here on is for the rates, after the printed numbers.
