@@ -6,6 +6,7 @@ knows how to write the registry's config, wait for it, and clean it up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -24,10 +25,18 @@ class RegistryStartError(RuntimeError):
     pass
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free ports: each socket stays bound until all are chosen, so the kernel
+    cannot hand the same port out twice (it may, one call after another)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    return free_ports(1, host)[0]
 
 
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
@@ -80,8 +89,9 @@ class LocalRegistry:
         self.root = self.workdir / "data"
         self.log_path = self.workdir / "registry.log"
         self.host = host
-        self.port = free_port(host)
-        self.debug_port = free_port(host) if debug else None
+        # Two free_port() calls can return the same port: the registry would then bind its API and its
+        # debug server to one port and die.
+        self.port, self.debug_port = free_ports(2, host) if debug else (free_port(host), None)
         self.tls = tls
         self.proc: subprocess.Popen | None = None
         self._log_file = None
